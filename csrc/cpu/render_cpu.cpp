@@ -1,0 +1,383 @@
+// OpenMP CPU kernels of the rendering layer: rasterize, interpolate, sample_texture and their
+// backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers; the
+// Python layer (engine/render/backends/cpu.py) owns them and has validated shapes and indices.
+//
+// Determinism: every output element is produced by exactly one thread, and every sum is taken
+// in a fixed order (pixels in raster order within an image, images in batch order), so
+// results are bit-identical across runs and across OpenMP thread counts.
+#include "render_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../render_math.h"
+
+namespace nl3dmm {
+namespace cpu {
+namespace {
+
+// The per-image working state of the rasterizer; one per thread when images run in parallel.
+struct ImageRaster {
+    std::vector<ScreenVertex> screen;
+    std::vector<TriangleSetup> setup;
+    std::vector<uint8_t> drawn;
+    std::vector<int32_t> drawn_list;
+    std::vector<uint64_t> zbuf;
+
+    void resize(int64_t V, int64_t F, int64_t pixels) {
+        screen.resize(V);
+        setup.resize(F);
+        drawn.resize(F);
+        zbuf.resize(pixels);
+    }
+};
+
+template <typename T>
+void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageRaster& s) {
+    for (int64_t v = v0; v < v1; ++v) {
+        const T* p = pos + v * 4;
+        s.screen[v] = project_vertex(p[0], p[1], p[2], p[3], H, W);
+    }
+}
+
+void setup_triangles(const int32_t* tri, int64_t f0, int64_t f1, bool cull, int H, int W,
+                     ImageRaster& s) {
+    for (int64_t f = f0; f < f1; ++f) {
+        const int32_t* t = tri + f * 3;
+        s.drawn[f] = setup_triangle(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], cull, H, W,
+                                    s.setup[f]);
+    }
+}
+
+void collect_drawn(int64_t F, ImageRaster& s) {
+    s.drawn_list.clear();
+    for (int64_t f = 0; f < F; ++f)
+        if (s.drawn[f]) s.drawn_list.push_back((int32_t)f);
+}
+
+// Z-test every drawn triangle against rows [r0, r1) of the image.
+void raster_rows(int r0, int r1, int W, ImageRaster& s) {
+    std::fill(s.zbuf.begin() + (int64_t)r0 * W, s.zbuf.begin() + (int64_t)r1 * W, kEmptyKey);
+    for (int32_t f : s.drawn_list) {
+        const TriangleSetup& t = s.setup[f];
+        const int y0 = std::max(t.y0, r0), y1 = std::min(t.y1, r1 - 1);
+        for (int r = y0; r <= y1; ++r) {
+            uint64_t* row = s.zbuf.data() + (int64_t)r * W;
+            for (int c = t.x0; c <= t.x1; ++c) {
+                const uint64_t key = fragment_key(t, r, c, (uint32_t)f);
+                if (key < row[c]) row[c] = key;
+            }
+        }
+    }
+}
+
+template <typename T>
+void load_triangle(const T* pos, const int32_t* tri, int64_t f, ClipVertex v[3]) {
+    for (int k = 0; k < 3; ++k) {
+        const T* p = pos + (int64_t)tri[f * 3 + k] * 4;
+        v[k] = ClipVertex{(double)p[0], (double)p[1], (double)p[2], (double)p[3]};
+    }
+}
+
+// Write the raster (b0, b1, depth, id + 1) of rows [r0, r1) from the z-buffer.
+template <typename T>
+void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W,
+                  const ImageRaster& s, T* out) {
+    for (int r = r0; r < r1; ++r) {
+        for (int c = 0; c < W; ++c) {
+            const uint64_t key = s.zbuf[(int64_t)r * W + c];
+            T* o = out + ((int64_t)r * W + c) * 4;
+            if (key == kEmptyKey) {
+                o[0] = o[1] = o[2] = o[3] = T(0);
+                continue;
+            }
+            const int64_t f = (int64_t)(key & 0xffffffffu);
+            ClipVertex v[3];
+            load_triangle(pos, tri, f, v);
+            const PixelSample p = resolve_pixel(v, r, c, H, W);
+            o[0] = (T)p.b0;
+            o[1] = (T)p.b1;
+            o[2] = (T)p.depth;
+            o[3] = (T)(f + 1);
+        }
+    }
+}
+
+template <typename T>
+void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H, int W,
+                         bool cull, ImageRaster& s, T* out) {
+    project_vertices(pos, 0, V, H, W, s);
+    setup_triangles(tri, 0, F, cull, H, W, s);
+    collect_drawn(F, s);
+    raster_rows(0, H, W, s);
+    resolve_rows(pos, tri, 0, H, H, W, s, out);
+}
+
+// One image at a time, each stage split across threads (for batches smaller than the team).
+template <typename T>
+void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
+                                  int W, bool cull, ImageRaster& s, T* out) {
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < V; v += 4096) project_vertices(pos, v, std::min(V, v + 4096), H, W, s);
+#pragma omp parallel for schedule(static)
+    for (int64_t f = 0; f < F; f += 4096)
+        setup_triangles(tri, f, std::min(F, f + 4096), cull, H, W, s);
+    collect_drawn(F, s);
+    // Bands of rows: a band owns its z-buffer rows, so no two threads touch one pixel.
+    const int bands = std::min(H, 4 * omp_get_max_threads());
+#pragma omp parallel for schedule(dynamic)
+    for (int band = 0; band < bands; ++band) {
+        const int r0 = (int)((int64_t)H * band / bands), r1 = (int)((int64_t)H * (band + 1) / bands);
+        if (r0 < r1) raster_rows(r0, r1, W, s);
+    }
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
+}
+
+// Sums per-image gradient buffers into one shared (un-batched) gradient in batch order, so
+// the result does not depend on which thread handled which image.
+struct OrderedSum {
+    std::vector<double> total;
+    explicit OrderedSum(int64_t n) : total(n, 0.0) {}
+    void add(const std::vector<double>& part) {
+        for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
+    }
+};
+
+template <typename T>
+void store(const std::vector<double>& src, T* dst) {
+    for (size_t i = 0; i < src.size(); ++i) dst[i] = (T)src[i];
+}
+
+}  // namespace
+
+template <typename T>
+void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, int64_t F, int H,
+                       int W, bool cull, T* rast) {
+    const int64_t pixels = (int64_t)H * W;
+    if (B >= omp_get_max_threads()) {
+#pragma omp parallel
+        {
+            ImageRaster s;
+            s.resize(V, F, pixels);
+#pragma omp for schedule(dynamic)
+            for (int64_t b = 0; b < B; ++b)
+                rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, cull, s, rast + b * pixels * 4);
+        }
+    } else {
+        ImageRaster s;
+        s.resize(V, F, pixels);
+        for (int64_t b = 0; b < B; ++b)
+            rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, cull, s,
+                                         rast + b * pixels * 4);
+    }
+}
+
+template <typename T>
+void rasterize_backward(const T* pos, const int32_t* tri, const T* rast, const T* grad_rast,
+                        int64_t B, int64_t V, int64_t F, int H, int W, T* grad_pos) {
+    (void)F;
+    const int64_t pixels = (int64_t)H * W;
+#pragma omp parallel
+    {
+        std::vector<double> acc(V * 4);
+#pragma omp for schedule(dynamic)
+        for (int64_t b = 0; b < B; ++b) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            const T* pos_b = pos + b * V * 4;
+            for (int64_t p = 0; p < pixels; ++p) {
+                const T* rs = rast + (b * pixels + p) * 4;
+                const int64_t f = (int64_t)rs[3] - 1;
+                if (f < 0) continue;
+                const T* g = grad_rast + (b * pixels + p) * 4;
+                if (g[0] == T(0) && g[1] == T(0) && g[2] == T(0)) continue;
+                ClipVertex v[3];
+                load_triangle(pos_b, tri, f, v);
+                double grad[3][4];
+                resolve_pixel_backward(v, (int)(p / W), (int)(p % W), H, W, g[0], g[1], g[2], grad);
+                for (int k = 0; k < 3; ++k) {
+                    double* a = acc.data() + (int64_t)tri[f * 3 + k] * 4;
+                    for (int c = 0; c < 4; ++c) a[c] += grad[k][c];
+                }
+            }
+            store(acc, grad_pos + b * V * 4);
+        }
+    }
+}
+
+template <typename T>
+void interpolate_forward(const T* attr, bool attr_batched, const T* rast, const int32_t* tri,
+                         int64_t B, int64_t V, int64_t C, int H, int W, T* out) {
+    const int64_t pixels = (int64_t)H * W;
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+        const int64_t b = bp / pixels;
+        const T* rs = rast + bp * 4;
+        T* o = out + bp * C;
+        const int64_t f = (int64_t)rs[3] - 1;
+        if (f < 0) {
+            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+            continue;
+        }
+        const T* a = attr + (attr_batched ? b * V * C : 0);
+        const T* a0 = a + (int64_t)tri[f * 3 + 0] * C;
+        const T* a1 = a + (int64_t)tri[f * 3 + 1] * C;
+        const T* a2 = a + (int64_t)tri[f * 3 + 2] * C;
+        const T w0 = rs[0], w1 = rs[1], w2 = T(1) - rs[0] - rs[1];
+        for (int64_t c = 0; c < C; ++c) o[c] = w0 * a0[c] + w1 * a1[c] + w2 * a2[c];
+    }
+}
+
+template <typename T>
+void interpolate_backward(const T* attr, bool attr_batched, const T* rast, const int32_t* tri,
+                          const T* grad_out, int64_t B, int64_t V, int64_t C, int H, int W,
+                          T* grad_attr, T* grad_rast) {
+    const int64_t pixels = (int64_t)H * W;
+    // d out / d(b0, b1) = (a0 - a2, a1 - a2): a per-pixel gather, no conflicts.
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+        const int64_t b = bp / pixels;
+        const T* rs = rast + bp * 4;
+        T* gr = grad_rast + bp * 4;
+        gr[0] = gr[1] = gr[2] = gr[3] = T(0);
+        const int64_t f = (int64_t)rs[3] - 1;
+        if (f < 0) continue;
+        const T* a = attr + (attr_batched ? b * V * C : 0);
+        const T* a0 = a + (int64_t)tri[f * 3 + 0] * C;
+        const T* a1 = a + (int64_t)tri[f * 3 + 1] * C;
+        const T* a2 = a + (int64_t)tri[f * 3 + 2] * C;
+        const T* g = grad_out + bp * C;
+        double g0 = 0, g1 = 0;
+        for (int64_t c = 0; c < C; ++c) {
+            g0 += (double)g[c] * ((double)a0[c] - (double)a2[c]);
+            g1 += (double)g[c] * ((double)a1[c] - (double)a2[c]);
+        }
+        gr[0] = (T)g0;
+        gr[1] = (T)g1;
+    }
+    // d out / d attr: a scatter to vertices, done per image in raster order.
+    OrderedSum shared(attr_batched ? 0 : V * C);
+#pragma omp parallel
+    {
+        std::vector<double> acc(V * C);
+#pragma omp for schedule(static, 1) ordered
+        for (int64_t b = 0; b < B; ++b) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int64_t p = 0; p < pixels; ++p) {
+                const int64_t bp = b * pixels + p;
+                const T* rs = rast + bp * 4;
+                const int64_t f = (int64_t)rs[3] - 1;
+                if (f < 0) continue;
+                const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
+                const T* g = grad_out + bp * C;
+                for (int k = 0; k < 3; ++k) {
+                    double* a = acc.data() + (int64_t)tri[f * 3 + k] * C;
+                    for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
+                }
+            }
+            if (attr_batched) {
+                store(acc, grad_attr + b * V * C);
+            } else {
+#pragma omp ordered
+                shared.add(acc);
+            }
+        }
+    }
+    if (!attr_batched) store(shared.total, grad_attr);
+}
+
+template <typename T>
+void sample_texture_forward(const T* tex, bool tex_batched, const T* uv, int64_t B, int tex_h,
+                            int tex_w, int64_t C, int H, int W, int mode, T* out) {
+    const int64_t pixels = (int64_t)H * W, texels = (int64_t)tex_h * tex_w;
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+        const int64_t b = bp / pixels;
+        const T* t = tex + (tex_batched ? b * texels * C : 0);
+        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+        double w[4];
+        bilinear_weights(taps, w);
+        T* o = out + bp * C;
+        for (int64_t c = 0; c < C; ++c) {
+            double v = 0;
+            for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
+            o[c] = (T)v;
+        }
+    }
+}
+
+template <typename T>
+void sample_texture_backward(const T* tex, bool tex_batched, const T* uv, const T* grad_out,
+                             int64_t B, int tex_h, int tex_w, int64_t C, int H, int W, int mode,
+                             T* grad_tex, T* grad_uv) {
+    const int64_t pixels = (int64_t)H * W, texels = (int64_t)tex_h * tex_w;
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+        const int64_t b = bp / pixels;
+        const T* t = tex + (tex_batched ? b * texels * C : 0);
+        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+        double dwdu[4], dwdv[4];
+        bilinear_weight_grads(taps, tex_h, tex_w, dwdu, dwdv);
+        const T* g = grad_out + bp * C;
+        double gu = 0, gv = 0;
+        for (int64_t c = 0; c < C; ++c) {
+            for (int k = 0; k < 4; ++k) {
+                const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
+                gu += dwdu[k] * gt;
+                gv += dwdv[k] * gt;
+            }
+        }
+        grad_uv[bp * 2] = (T)gu;
+        grad_uv[bp * 2 + 1] = (T)gv;
+    }
+    OrderedSum shared(tex_batched ? 0 : texels * C);
+#pragma omp parallel
+    {
+        std::vector<double> acc(texels * C);
+#pragma omp for schedule(static, 1) ordered
+        for (int64_t b = 0; b < B; ++b) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int64_t p = 0; p < pixels; ++p) {
+                const int64_t bp = b * pixels + p;
+                const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+                double w[4];
+                bilinear_weights(taps, w);
+                const T* g = grad_out + bp * C;
+                for (int k = 0; k < 4; ++k) {
+                    if (w[k] == 0.0) continue;
+                    double* a = acc.data() + taps.index[k] * C;
+                    for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
+                }
+            }
+            if (tex_batched) {
+                store(acc, grad_tex + b * texels * C);
+            } else {
+#pragma omp ordered
+                shared.add(acc);
+            }
+        }
+    }
+    if (!tex_batched) store(shared.total, grad_tex);
+}
+
+#define NL3DMM_INSTANTIATE(T)                                                                      \
+    template void rasterize_forward<T>(const T*, const int32_t*, int64_t, int64_t, int64_t, int,   \
+                                       int, bool, T*);                                             \
+    template void rasterize_backward<T>(const T*, const int32_t*, const T*, const T*, int64_t,     \
+                                        int64_t, int64_t, int, int, T*);                           \
+    template void interpolate_forward<T>(const T*, bool, const T*, const int32_t*, int64_t,        \
+                                         int64_t, int64_t, int, int, T*);                          \
+    template void interpolate_backward<T>(const T*, bool, const T*, const int32_t*, const T*,      \
+                                          int64_t, int64_t, int64_t, int, int, T*, T*);            \
+    template void sample_texture_forward<T>(const T*, bool, const T*, int64_t, int, int, int64_t,  \
+                                            int, int, int, T*);                                    \
+    template void sample_texture_backward<T>(const T*, bool, const T*, const T*, int64_t, int,     \
+                                             int, int64_t, int, int, int, T*, T*);
+
+NL3DMM_INSTANTIATE(float)
+NL3DMM_INSTANTIATE(double)
+
+}  // namespace cpu
+}  // namespace nl3dmm

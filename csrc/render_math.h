@@ -1,0 +1,349 @@
+// The per-vertex, per-triangle and per-pixel math of the rendering layer.
+//
+// Every backend compiled from csrc/ (the OpenMP CPU kernels and the CUDA kernels) includes
+// this one header, so the CPU tests exercise exactly the arithmetic the GPU runs. The Triton
+// kernels and the pure-torch reference re-state the same formulas; tests hold them equal.
+//
+// Conventions (documented for users in engine/render/ops.py):
+//  * pos is clip space (x, y, z, w). Screen x = (x/w + 1) / 2 * W, screen y = (y/w + 1) / 2 * H,
+//    so output row r covers screen y in [r, r+1): row 0 is clip y = -1. Pixel (r, c) is sampled
+//    at its centre (c + 0.5, r + 0.5).
+//  * Coverage is decided on vertex positions snapped to 1/256 pixel, with exact 64-bit integer
+//    edge functions: a shared edge is owned by exactly one of its two triangles (top-left style
+//    rule), so meshes are watertight and no pixel is drawn twice by one surface.
+//  * Depth is z/w; a fragment is kept when -1 <= depth <= 1 and every vertex has w > 0. The
+//    nearest fragment (smallest depth) wins; equal depths go to the smaller triangle index.
+//    This is the packed key (sortable float depth bits << 32 | triangle index), minimised.
+//  * Front faces are counter-clockwise in clip space (x right, y up): signed area > 0.
+//  * Output barycentrics are perspective-correct and recomputed in double precision from the
+//    unsnapped positions, so they are a smooth function of pos (that is what backward
+//    differentiates).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define NL_HD __host__ __device__ __forceinline__
+#else
+#define NL_HD inline
+#endif
+
+namespace nl3dmm {
+
+constexpr int kSubpixelBits = 8;
+constexpr double kSubpixelScale = 256.0;  // 1 << kSubpixelBits
+// Vertices farther than this many pixels outside the image drop their triangle; it keeps the
+// fixed-point edge functions ((2^20 * 2^8)^2 = 2^56) inside int64.
+constexpr double kGuardBandPixels = 1048576.0;
+constexpr uint64_t kEmptyKey = ~0ull;
+// Triangle ids are stored as float32 (id + 1) in the raster; beyond 2^24 they would round.
+constexpr int64_t kMaxTriangles = (1ll << 24) - 1;
+
+struct ScreenVertex {
+    double x, y;    // continuous screen position, pixels
+    double depth;   // z / w
+    double inv_w;   // 1 / w
+    int64_t fx, fy; // snapped position, 1/256 pixel
+    bool valid;     // w > 0, finite, inside the guard band
+};
+
+NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int height, int width) {
+    ScreenVertex v;
+    v.valid = w > 0.0;
+    v.inv_w = v.valid ? 1.0 / w : 0.0;
+    v.x = (x * v.inv_w + 1.0) * 0.5 * width;
+    v.y = (y * v.inv_w + 1.0) * 0.5 * height;
+    v.depth = z * v.inv_w;
+    v.valid = v.valid && fabs(v.x) < kGuardBandPixels && fabs(v.y) < kGuardBandPixels;
+    v.fx = v.valid ? (int64_t)floor(v.x * kSubpixelScale + 0.5) : 0;
+    v.fy = v.valid ? (int64_t)floor(v.y * kSubpixelScale + 0.5) : 0;
+    return v;
+}
+
+// Exact edge function in fixed point: > 0 when p is left of a->b (counter-clockwise, y up).
+NL_HD int64_t edge_fixed(int64_t ax, int64_t ay, int64_t bx, int64_t by, int64_t px, int64_t py) {
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax);
+}
+
+NL_HD double edge_real(double ax, double ay, double bx, double by, double px, double py) {
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax);
+}
+
+// Antisymmetric under edge reversal, which is all a fill rule needs: of two triangles sharing
+// an edge (opposite orientations of it), exactly one owns pixels lying exactly on it.
+NL_HD bool owns_edge(int64_t dx, int64_t dy) { return dy < 0 || (dy == 0 && dx < 0); }
+
+NL_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+    int64_t q = a / b;
+    return (q * b > a) ? q - 1 : q;
+}
+
+// What the coverage loop needs of one triangle, computed once per triangle.
+struct TriangleSetup {
+    int64_t fx[3], fy[3];
+    int64_t area2;    // twice the signed snapped area, 1/256-pixel units squared
+    int64_t orient;   // +1 or -1: multiplies edge values so that "inside" is >= 0
+    double depth[3];
+    int x0, x1, y0, y1;  // inclusive pixel range to test; empty when x0 > x1
+    bool owns[3];        // fill rule per edge (edge k is opposite vertex k)
+};
+
+// Returns false when the triangle draws nothing: a vertex behind the camera or outside the
+// guard band, zero snapped area, culled as a back face, or entirely outside the image.
+NL_HD bool setup_triangle(const ScreenVertex& a, const ScreenVertex& b, const ScreenVertex& c,
+                          bool cull_backfaces, int height, int width, TriangleSetup& t) {
+    if (!(a.valid && b.valid && c.valid)) return false;
+    const ScreenVertex* v[3] = {&a, &b, &c};
+    for (int k = 0; k < 3; ++k) {
+        t.fx[k] = v[k]->fx;
+        t.fy[k] = v[k]->fy;
+        t.depth[k] = v[k]->depth;
+    }
+    t.area2 = edge_fixed(t.fx[0], t.fy[0], t.fx[1], t.fy[1], t.fx[2], t.fy[2]);
+    if (t.area2 == 0) return false;
+    if (t.area2 < 0 && cull_backfaces) return false;
+    t.orient = t.area2 > 0 ? 1 : -1;
+    int64_t xmin = t.fx[0], xmax = t.fx[0], ymin = t.fy[0], ymax = t.fy[0];
+    for (int k = 1; k < 3; ++k) {
+        xmin = t.fx[k] < xmin ? t.fx[k] : xmin;
+        xmax = t.fx[k] > xmax ? t.fx[k] : xmax;
+        ymin = t.fy[k] < ymin ? t.fy[k] : ymin;
+        ymax = t.fy[k] > ymax ? t.fy[k] : ymax;
+    }
+    // Pixel c has its centre at c * 256 + 128 in fixed point.
+    const int64_t half = 128, one = 256;
+    int64_t cx0 = -floor_div(-(xmin - half), one);  // ceil((xmin - half) / one)
+    int64_t cx1 = floor_div(xmax - half, one);
+    int64_t cy0 = -floor_div(-(ymin - half), one);
+    int64_t cy1 = floor_div(ymax - half, one);
+    cx0 = cx0 < 0 ? 0 : cx0;
+    cy0 = cy0 < 0 ? 0 : cy0;
+    cx1 = cx1 > width - 1 ? width - 1 : cx1;
+    cy1 = cy1 > height - 1 ? height - 1 : cy1;
+    if (cx0 > cx1 || cy0 > cy1) return false;
+    t.x0 = (int)cx0;
+    t.x1 = (int)cx1;
+    t.y0 = (int)cy0;
+    t.y1 = (int)cy1;
+    for (int k = 0; k < 3; ++k) {  // edge k runs from vertex k+1 to vertex k+2
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        t.owns[k] = owns_edge(t.orient * (t.fx[j] - t.fx[i]), t.orient * (t.fy[j] - t.fy[i]));
+    }
+    return true;
+}
+
+// Map a float to a uint32 whose unsigned order is the float's numeric order.
+NL_HD uint32_t sortable_float_bits(float f) {
+    union { float f; uint32_t u; } cvt;
+    cvt.f = f;
+    return (cvt.u & 0x80000000u) ? ~cvt.u : (cvt.u | 0x80000000u);
+}
+
+// Coverage and depth of pixel (row, col) for one triangle. Returns kEmptyKey when the pixel
+// is outside the triangle or its depth is clipped; otherwise the packed z-buffer key.
+NL_HD uint64_t fragment_key(const TriangleSetup& t, int row, int col, uint32_t triangle) {
+    const int64_t px = (int64_t)col * 256 + 128, py = (int64_t)row * 256 + 128;
+    int64_t e[3];
+    for (int k = 0; k < 3; ++k) {
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        e[k] = t.orient * edge_fixed(t.fx[i], t.fy[i], t.fx[j], t.fy[j], px, py);
+        if (e[k] < 0 || (e[k] == 0 && !t.owns[k])) return kEmptyKey;
+    }
+    const double area = (double)(t.orient * t.area2);
+    const double depth = ((double)e[0] / area) * t.depth[0] + ((double)e[1] / area) * t.depth[1] +
+                         ((double)e[2] / area) * t.depth[2];
+    const float depth32 = (float)depth;
+    if (!(depth32 >= -1.0f && depth32 <= 1.0f)) return kEmptyKey;
+    return ((uint64_t)sortable_float_bits(depth32) << 32) | (uint64_t)triangle;
+}
+
+// The raster values of pixel (row, col) covered by triangle (v0, v1, v2): perspective-correct
+// barycentrics b0, b1 and the screen-linear depth, from the unsnapped positions.
+struct PixelSample {
+    double b0, b1, depth;
+};
+
+struct ClipVertex {
+    double x, y, z, w;
+};
+
+NL_HD PixelSample resolve_pixel(const ClipVertex v[3], int row, int col, int height, int width) {
+    double sx[3], sy[3], inv_w[3], depth[3];
+    for (int k = 0; k < 3; ++k) {
+        inv_w[k] = 1.0 / v[k].w;
+        sx[k] = (v[k].x * inv_w[k] + 1.0) * 0.5 * width;
+        sy[k] = (v[k].y * inv_w[k] + 1.0) * 0.5 * height;
+        depth[k] = v[k].z * inv_w[k];
+    }
+    const double px = col + 0.5, py = row + 0.5;
+    const double area = edge_real(sx[0], sy[0], sx[1], sy[1], sx[2], sy[2]);
+    PixelSample s;
+    if (area == 0.0) {  // the snapped triangle had area but the exact one has none: no gradient
+        s.b0 = s.b1 = 1.0 / 3.0;
+        s.depth = (depth[0] + depth[1] + depth[2]) / 3.0;
+        return s;
+    }
+    double l[3];
+    for (int k = 0; k < 3; ++k) {
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        l[k] = edge_real(sx[i], sy[i], sx[j], sy[j], px, py) / area;
+    }
+    const double q0 = l[0] * inv_w[0], q1 = l[1] * inv_w[1], q2 = l[2] * inv_w[2];
+    const double qsum = q0 + q1 + q2;
+    s.b0 = q0 / qsum;
+    s.b1 = q1 / qsum;
+    s.depth = l[0] * depth[0] + l[1] * depth[1] + l[2] * depth[2];
+    return s;
+}
+
+// Gradient of resolve_pixel's outputs (g_b0, g_b1, g_depth) with respect to the clip
+// coordinates of the three vertices, written to grad[k] = (dx, dy, dz, dw) of vertex k.
+NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int height, int width,
+                                  double g_b0, double g_b1, double g_depth, double grad[3][4]) {
+    double sx[3], sy[3], inv_w[3], depth[3];
+    for (int k = 0; k < 3; ++k) {
+        inv_w[k] = 1.0 / v[k].w;
+        sx[k] = (v[k].x * inv_w[k] + 1.0) * 0.5 * width;
+        sy[k] = (v[k].y * inv_w[k] + 1.0) * 0.5 * height;
+        depth[k] = v[k].z * inv_w[k];
+    }
+    const double px = col + 0.5, py = row + 0.5;
+    const double area = edge_real(sx[0], sy[0], sx[1], sy[1], sx[2], sy[2]);
+    for (int k = 0; k < 3; ++k)
+        for (int c = 0; c < 4; ++c) grad[k][c] = 0.0;
+    if (area == 0.0) return;
+    double e[3], l[3], q[3];
+    for (int k = 0; k < 3; ++k) {
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        e[k] = edge_real(sx[i], sy[i], sx[j], sy[j], px, py);
+        l[k] = e[k] / area;
+        q[k] = l[k] * inv_w[k];
+    }
+    const double qsum = q[0] + q[1] + q[2];
+    const double b[3] = {q[0] / qsum, q[1] / qsum, q[2] / qsum};
+    // b_i = q_i / sum(q): d b_i / d q_k = (delta_ik - b_i) / sum(q).
+    const double gb[3] = {g_b0, g_b1, 0.0};
+    const double gb_dot_b = gb[0] * b[0] + gb[1] * b[1];
+    double g_l[3], g_inv_w[3], g_depth_k[3];
+    for (int k = 0; k < 3; ++k) {
+        const double g_q = (gb[k] - gb_dot_b) / qsum;
+        g_l[k] = g_q * inv_w[k] + g_depth * depth[k];
+        g_inv_w[k] = g_q * l[k];
+        g_depth_k[k] = g_depth * l[k];
+    }
+    // l_k = e_k / area.
+    double g_area = 0.0;
+    for (int k = 0; k < 3; ++k) g_area -= g_l[k] * l[k] / area;
+    double g_sx[3] = {0, 0, 0}, g_sy[3] = {0, 0, 0};
+    // d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px).
+    for (int k = 0; k < 3; ++k) {
+        const double g_e = g_l[k] / area;
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        g_sx[i] += g_e * (sy[j] - py);
+        g_sy[i] += g_e * (px - sx[j]);
+        g_sx[j] += g_e * (py - sy[i]);
+        g_sy[j] += g_e * (sx[i] - px);
+    }
+    // area = edge(v0, v1, v2), with v2 in the role of p: d/d(px, py) = (ay - by, bx - ax).
+    g_sx[0] += g_area * (sy[1] - sy[2]);
+    g_sy[0] += g_area * (sx[2] - sx[1]);
+    g_sx[1] += g_area * (sy[2] - sy[0]);
+    g_sy[1] += g_area * (sx[0] - sx[2]);
+    g_sx[2] += g_area * (sy[0] - sy[1]);
+    g_sy[2] += g_area * (sx[1] - sx[0]);
+    // sx = (x / w + 1) W / 2, sy = (y / w + 1) H / 2, depth = z / w, inv_w = 1 / w.
+    for (int k = 0; k < 3; ++k) {
+        const double hx = 0.5 * width * inv_w[k], hy = 0.5 * height * inv_w[k];
+        grad[k][0] = g_sx[k] * hx;
+        grad[k][1] = g_sy[k] * hy;
+        grad[k][2] = g_depth_k[k] * inv_w[k];
+        // Every w-dependence goes through 1/w: d(a / w)/dw = -(a / w) / w.
+        grad[k][3] = -(grad[k][0] * v[k].x + grad[k][1] * v[k].y + grad[k][2] * v[k].z +
+                       g_inv_w[k] * inv_w[k]) *
+                     inv_w[k];
+    }
+}
+
+// ---- bilinear texture lookup -------------------------------------------------------------
+// Texel (i, j) of an Ht x Wt texture has its centre at uv = ((j + 0.5) / Wt, (i + 0.5) / Ht);
+// u runs along columns, v along rows (row 0 at v = 0).
+
+enum BoundaryMode : int { kClamp = 0, kZero = 1, kWrap = 2 };
+
+struct BilinearTaps {
+    int64_t index[4];   // row-major texel index of taps (y0,x0), (y0,x1), (y1,x0), (y1,x1)
+    bool inside[4];     // false for taps outside the texture in kZero mode
+    double fx, fy;      // fractional position between the taps
+};
+
+NL_HD int64_t wrap_index(int64_t i, int64_t n) {
+    int64_t r = i % n;
+    return r < 0 ? r + n : r;
+}
+
+NL_HD BilinearTaps bilinear_taps(double u, double v, int tex_h, int tex_w, int mode) {
+    const double x = u * tex_w - 0.5, y = v * tex_h - 0.5;
+    const double xf = floor(x), yf = floor(y);
+    BilinearTaps t;
+    t.fx = x - xf;
+    t.fy = y - yf;
+    int64_t x0, y0;
+    if (mode == kWrap) {  // reduce first so that huge uv cannot overflow the int conversion
+        x0 = (int64_t)(xf - tex_w * floor(xf / tex_w));
+        y0 = (int64_t)(yf - tex_h * floor(yf / tex_h));
+    } else {  // clamping to +-2 texels outside keeps every tap's meaning in both other modes
+        const double lim_x = (double)tex_w + 2.0, lim_y = (double)tex_h + 2.0;
+        x0 = (int64_t)(xf < -2.0 ? -2.0 : (xf > lim_x ? lim_x : xf));
+        y0 = (int64_t)(yf < -2.0 ? -2.0 : (yf > lim_y ? lim_y : yf));
+    }
+    const int64_t xs[2] = {x0, x0 + 1}, ys[2] = {y0, y0 + 1};
+    for (int a = 0; a < 2; ++a) {
+        for (int c = 0; c < 2; ++c) {
+            int64_t yy = ys[a], xx = xs[c];
+            bool in = true;
+            if (mode == kWrap) {
+                yy = wrap_index(yy, tex_h);
+                xx = wrap_index(xx, tex_w);
+            } else if (mode == kClamp) {
+                yy = yy < 0 ? 0 : (yy > tex_h - 1 ? tex_h - 1 : yy);
+                xx = xx < 0 ? 0 : (xx > tex_w - 1 ? tex_w - 1 : xx);
+            } else {
+                in = yy >= 0 && yy < tex_h && xx >= 0 && xx < tex_w;
+                if (!in) yy = xx = 0;
+            }
+            t.index[a * 2 + c] = yy * tex_w + xx;
+            t.inside[a * 2 + c] = in;
+        }
+    }
+    return t;
+}
+
+// Tap weights in the order of BilinearTaps::index.
+NL_HD void bilinear_weights(const BilinearTaps& t, double w[4]) {
+    w[0] = (1.0 - t.fy) * (1.0 - t.fx);
+    w[1] = (1.0 - t.fy) * t.fx;
+    w[2] = t.fy * (1.0 - t.fx);
+    w[3] = t.fy * t.fx;
+    for (int k = 0; k < 4; ++k) w[k] = t.inside[k] ? w[k] : 0.0;
+}
+
+// d(weights)/du and d(weights)/dv, for the gradient with respect to uv.
+NL_HD void bilinear_weight_grads(const BilinearTaps& t, int tex_h, int tex_w, double dwdu[4],
+                                 double dwdv[4]) {
+    const double sx = (double)tex_w, sy = (double)tex_h;  // dx/du, dy/dv
+    dwdu[0] = -(1.0 - t.fy) * sx;
+    dwdu[1] = (1.0 - t.fy) * sx;
+    dwdu[2] = -t.fy * sx;
+    dwdu[3] = t.fy * sx;
+    dwdv[0] = -(1.0 - t.fx) * sy;
+    dwdv[1] = -t.fx * sy;
+    dwdv[2] = (1.0 - t.fx) * sy;
+    dwdv[3] = t.fx * sy;
+    for (int k = 0; k < 4; ++k) {
+        dwdu[k] = t.inside[k] ? dwdu[k] : 0.0;
+        dwdv[k] = t.inside[k] ? dwdv[k] : 0.0;
+    }
+}
+
+}  // namespace nl3dmm

@@ -1,0 +1,158 @@
+"""Input validation for the rendering ops.
+
+Every op validates before dispatching, so every backend (and the reference) sees the same
+well-formed tensors and users get an error that names the offending argument instead of a
+crash or a silently wrong image. Shape, dtype and device problems raise TypeError/ValueError
+at once; value checks (finite positions, index ranges) cost one pass over the data.
+"""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+MAX_RESOLUTION = 16384
+# Triangle ids travel as float32 (id + 1) in the raster tensor; larger ids would round.
+MAX_TRIANGLES = (1 << 24) - 1
+BOUNDARY_MODES = ("clamp", "zero", "wrap")
+
+
+def require_tensor(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def require_float(name: str, x: torch.Tensor) -> None:
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+
+
+def require_finite(name: str, x: torch.Tensor) -> None:
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(bad)})")
+
+
+def require_same_device(**tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"all inputs must be on one device, got {listing}")
+
+
+def check_resolution(resolution: object) -> tuple[int, int]:
+    try:
+        height, width = (int(r) for r in resolution)  # type: ignore[union-attr]
+        if any(float(r) != int(r) for r in resolution):  # type: ignore[union-attr]
+            raise ValueError
+    except (TypeError, ValueError):
+        raise TypeError(f"resolution must be a pair of ints (height, width), got {resolution!r}") from None
+    if not (1 <= height <= MAX_RESOLUTION and 1 <= width <= MAX_RESOLUTION):
+        raise ValueError(f"resolution must be within 1..{MAX_RESOLUTION} on each side, got ({height}, {width})")
+    return height, width
+
+
+def check_pos(pos: object) -> torch.Tensor:
+    pos = require_tensor("pos", pos)
+    require_float("pos", pos)
+    if pos.dim() != 3 or pos.shape[-1] != 4:
+        raise ValueError(f"pos must have shape (B, V, 4) (clip-space x, y, z, w), got {tuple(pos.shape)}")
+    if pos.shape[0] == 0:
+        raise ValueError("pos has an empty batch (B = 0)")
+    if pos.shape[1] == 0:
+        raise ValueError("pos has no vertices (V = 0): the mesh is empty")
+    require_finite("pos", pos.detach())
+    return pos
+
+
+def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Tensor:
+    """Returns tri as contiguous int32 after checking shape and index range."""
+    tri = require_tensor("tri", tri)
+    if tri.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"tri must be int32 (int64 is accepted), got {tri.dtype}")
+    if tri.dim() != 2 or tri.shape[1] != 3:
+        raise ValueError(f"tri must have shape (F, 3), got {tuple(tri.shape)}")
+    if tri.shape[0] == 0:
+        raise ValueError("tri has no triangles (F = 0): the mesh is empty")
+    if tri.shape[0] > MAX_TRIANGLES:
+        raise ValueError(f"tri has {tri.shape[0]} triangles; at most {MAX_TRIANGLES} are supported")
+    if tri.device != device:
+        raise ValueError(f"tri is on {tri.device} but the other inputs are on {device}")
+    lo, hi = int(tri.min()), int(tri.max())
+    if lo < 0:
+        raise ValueError(f"tri contains a negative vertex index ({lo}); indices are 0-based")
+    if hi >= num_vertices:
+        raise ValueError(f"tri references vertex {hi} but there are only {num_vertices} vertices "
+                         "(indices are 0-based; 1-based files need `tri - 1`)")
+    return tri.to(torch.int32).contiguous()
+
+
+def check_rast(rast: object) -> torch.Tensor:
+    """Shape and dtype of a raster; its values are checked by check_rast_values."""
+    rast = require_tensor("rast", rast)
+    require_float("rast", rast)
+    if rast.dim() != 4 or rast.shape[-1] != 4:
+        raise ValueError(f"rast must have shape (B, H, W, 4) as returned by rasterize, got {tuple(rast.shape)}")
+    if min(rast.shape[:3]) == 0:
+        raise ValueError(f"rast is empty, got shape {tuple(rast.shape)}")
+    return rast
+
+
+def check_rast_values(rast: torch.Tensor, num_triangles: int) -> None:
+    require_finite("rast", rast.detach())
+    ids = rast[..., 3].detach()
+    if bool((ids != ids.round()).any()) or int(ids.min()) < 0 or int(ids.max()) > num_triangles:
+        raise ValueError(f"rast[..., 3] must hold triangle ids 0..{num_triangles} (0 = empty); "
+                         "was rast produced by rasterize with this tri?")
+
+
+def check_attr(attr: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """Returns (attr, batched): attr is (B, V, C) per image or (V, C) / (1, V, C) shared."""
+    attr = require_tensor("attr", attr)
+    require_float("attr", attr)
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0)
+    if attr.dim() != 3:
+        raise ValueError(f"attr must have shape (B, V, C) or (V, C), got {tuple(attr.shape)}")
+    if attr.shape[0] not in (1, batch):
+        raise ValueError(f"attr has batch {attr.shape[0]} but rast has batch {batch} (use 1 to share)")
+    if attr.shape[1] == 0 or attr.shape[2] == 0:
+        raise ValueError(f"attr is empty, got shape {tuple(attr.shape)}")
+    if attr.dtype != dtype:
+        raise TypeError(f"attr is {attr.dtype} but rast is {dtype}; use one dtype")
+    require_finite("attr", attr.detach())
+    return attr, attr.shape[0] == batch and batch > 1
+
+
+def check_texture(tex: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+    tex = require_tensor("tex", tex)
+    require_float("tex", tex)
+    if tex.dim() != 4:
+        raise ValueError(f"tex must have shape (B, Ht, Wt, C), got {tuple(tex.shape)}")
+    if tex.shape[0] not in (1, batch):
+        raise ValueError(f"tex has batch {tex.shape[0]} but uv has batch {batch} (use 1 to share)")
+    if min(tex.shape[1:]) == 0:
+        raise ValueError(f"tex is empty, got shape {tuple(tex.shape)}")
+    if max(tex.shape[1], tex.shape[2]) > MAX_RESOLUTION:
+        raise ValueError(f"tex is larger than {MAX_RESOLUTION} texels on a side: {tuple(tex.shape)}")
+    if tex.dtype != dtype:
+        raise TypeError(f"tex is {tex.dtype} but uv is {dtype}; use one dtype")
+    require_finite("tex", tex.detach())
+    return tex, tex.shape[0] == batch and batch > 1
+
+
+def check_uv(uv: object) -> torch.Tensor:
+    uv = require_tensor("uv", uv)
+    require_float("uv", uv)
+    if uv.dim() != 4 or uv.shape[-1] != 2:
+        raise ValueError(f"uv must have shape (B, H, W, 2), got {tuple(uv.shape)}")
+    if min(uv.shape[:3]) == 0:
+        raise ValueError(f"uv is empty, got shape {tuple(uv.shape)}")
+    require_finite("uv", uv.detach())
+    return uv
+
+
+def check_boundary(boundary: object) -> str:
+    if boundary not in BOUNDARY_MODES:
+        raise ValueError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
+    return boundary  # type: ignore[return-value]

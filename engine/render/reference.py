@@ -1,0 +1,196 @@
+"""Pure-torch reference of the rendering ops: slow, vectorised, obviously correct.
+
+Gradients come from torch autograd, so this module is the oracle the kernels' hand-written
+backward passes are tested against. It restates the conventions of csrc/render_math.h
+operation for operation (fixed-point coverage, the fill rule, the packed depth|id z-test,
+float64 resolve), so triangle ids match the kernels exactly and values to rounding.
+
+Rasterization enumerates (triangle, pixel) candidate pairs from each triangle's pixel bounding
+box and keeps the minimum packed key per pixel with scatter_reduce: memory grows with the
+total bounding-box area, which is fine for tests and for the paper mesh at 224x224.
+"""
+from __future__ import annotations
+
+import torch
+
+SUBPIXEL = 256
+GUARD_BAND = float(1 << 20)
+_EMPTY = torch.iinfo(torch.int64).max
+
+
+def _screen(pos: torch.Tensor, height: int, width: int):
+    """Clip -> screen in float64: (sx, sy, depth, inv_w, valid). pos: (V, 4)."""
+    p = pos.double()
+    w = p[:, 3]
+    valid = w > 0
+    inv_w = torch.where(valid, 1.0 / torch.where(valid, w, torch.ones_like(w)), torch.zeros_like(w))
+    sx = (p[:, 0] * inv_w + 1.0) * 0.5 * width
+    sy = (p[:, 1] * inv_w + 1.0) * 0.5 * height
+    depth = p[:, 2] * inv_w
+    valid = valid & (sx.abs() < GUARD_BAND) & (sy.abs() < GUARD_BAND)
+    return sx, sy, depth, inv_w, valid
+
+
+def _edge(ax, ay, bx, by, px, py):
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+
+
+def _owns_edge(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    return (dy < 0) | ((dy == 0) & (dx < 0))
+
+
+def _sortable(depth32: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 in [0, 2^32) ordered like the floats (as csrc's sortable_float_bits)."""
+    bits = depth32.contiguous().view(torch.int32).long() & 0xFFFFFFFF
+    negative = (bits & 0x80000000) != 0
+    return torch.where(negative, (~bits) & 0xFFFFFFFF, bits | 0x80000000)
+
+
+def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
+                 cull_backfaces: bool = False) -> torch.Tensor:
+    """Visible triangle per pixel, (B, H, W) int64, -1 where empty. Not differentiable."""
+    B = pos.shape[0]
+    T = tri.long()
+    out = torch.full((B, height * width), -1, dtype=torch.int64, device=pos.device)
+    for b in range(B):
+        sx, sy, depth, _, valid = _screen(pos[b].detach(), height, width)
+        fx = torch.where(valid, torch.floor(sx * SUBPIXEL + 0.5), torch.zeros_like(sx)).long()
+        fy = torch.where(valid, torch.floor(sy * SUBPIXEL + 0.5), torch.zeros_like(sy)).long()
+        X, Y, D = fx[T], fy[T], depth[T]
+        area2 = _edge(X[:, 0], Y[:, 0], X[:, 1], Y[:, 1], X[:, 2], Y[:, 2])
+        keep = valid[T].all(1) & (area2 != 0)
+        if cull_backfaces:
+            keep &= area2 > 0
+        orient = torch.where(area2 > 0, 1, -1)
+        cx0 = -torch.div(-(X.min(1).values - 128), 256, rounding_mode="floor")
+        cx1 = torch.div(X.max(1).values - 128, 256, rounding_mode="floor")
+        cy0 = -torch.div(-(Y.min(1).values - 128), 256, rounding_mode="floor")
+        cy1 = torch.div(Y.max(1).values - 128, 256, rounding_mode="floor")
+        cx0, cy0 = cx0.clamp(min=0), cy0.clamp(min=0)
+        cx1, cy1 = cx1.clamp(max=width - 1), cy1.clamp(max=height - 1)
+        keep &= (cx0 <= cx1) & (cy0 <= cy1)
+        f = keep.nonzero().squeeze(1)
+        if f.numel() == 0:
+            continue
+        bw = cx1[f] - cx0[f] + 1
+        counts = bw * (cy1[f] - cy0[f] + 1)
+        t = torch.repeat_interleave(f, counts)
+        start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        off = torch.arange(t.numel(), device=pos.device) - start
+        bw_t = torch.repeat_interleave(bw, counts)
+        col = cx0[t] + off % bw_t
+        row = cy0[t] + torch.div(off, bw_t, rounding_mode="floor")
+        px, py = col * 256 + 128, row * 256 + 128
+        Xt, Yt, o = X[t], Y[t], orient[t]
+        inside = torch.ones_like(t, dtype=torch.bool)
+        e = []
+        for k in range(3):
+            i, j = (k + 1) % 3, (k + 2) % 3
+            ek = o * _edge(Xt[:, i], Yt[:, i], Xt[:, j], Yt[:, j], px, py)
+            owns = _owns_edge(o * (Xt[:, j] - Xt[:, i]), o * (Yt[:, j] - Yt[:, i]))
+            inside &= (ek > 0) | ((ek == 0) & owns)
+            e.append(ek)
+        area = (o * area2[t]).double()
+        Dt = D[t]
+        dz = (e[0].double() / area) * Dt[:, 0] + (e[1].double() / area) * Dt[:, 1] \
+            + (e[2].double() / area) * Dt[:, 2]
+        d32 = dz.float()
+        inside &= (d32 >= -1.0) & (d32 <= 1.0)
+        key = ((_sortable(d32) - (1 << 31)) << 32) | t
+        key = torch.where(inside, key, torch.full_like(key, _EMPTY))
+        zbuf = torch.full((height * width,), _EMPTY, dtype=torch.int64, device=pos.device)
+        zbuf.scatter_reduce_(0, row * width + col, key, reduce="amin")
+        hit = zbuf != _EMPTY
+        out[b, hit] = zbuf[hit] & 0xFFFFFFFF
+    return out.view(B, height, width)
+
+
+def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Differentiable raster (b0, b1, depth, id + 1) for the given per-pixel triangle ids."""
+    B, H, W = ids.shape
+    hit = ids >= 0
+    safe = ids.clamp(min=0)
+    rows = torch.arange(H, device=pos.device, dtype=torch.float64).view(1, H, 1).expand(B, H, W)
+    cols = torch.arange(W, device=pos.device, dtype=torch.float64).view(1, 1, W).expand(B, H, W)
+    px, py = cols + 0.5, rows + 0.5
+    corners = tri.long()[safe]  # (B, H, W, 3)
+    batch = torch.arange(B, device=pos.device).view(B, 1, 1, 1)
+    v = pos.double()[batch, corners]  # (B, H, W, 3, 4)
+    # Empty pixels gather an arbitrary triangle; swap in a harmless one so that a vertex with
+    # w <= 0 cannot leak inf/NaN into the gradient through torch.where's unused branch.
+    dummy = torch.tensor([[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [-1.0, 1.0, 0.0, 1.0]],
+                         dtype=torch.float64, device=pos.device)
+    v = torch.where(hit[..., None, None], v, dummy)
+    inv_w = 1.0 / v[..., 3]
+    sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
+    sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
+    depth = v[..., 2] * inv_w
+    area = _edge(sx[..., 0], sy[..., 0], sx[..., 1], sy[..., 1], sx[..., 2], sy[..., 2])
+    flat = area == 0
+    safe_area = torch.where(flat, torch.ones_like(area), area)
+    lam = torch.stack([_edge(sx[..., (k + 1) % 3], sy[..., (k + 1) % 3], sx[..., (k + 2) % 3],
+                             sy[..., (k + 2) % 3], px, py) / safe_area for k in range(3)], -1)
+    lam = torch.where(flat.unsqueeze(-1), torch.full_like(lam, 1.0 / 3.0), lam)
+    q = lam * inv_w
+    b = q / q.sum(-1, keepdim=True)
+    z = (lam * depth).sum(-1)
+    out = torch.stack([b[..., 0], b[..., 1], z, (ids + 1).double()], -1)
+    out = torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
+    return out.to(pos.dtype)
+
+
+def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
+              cull_backfaces: bool = False) -> torch.Tensor:
+    height, width = resolution
+    ids = triangle_ids(pos, tri, height, width, cull_backfaces)
+    return resolve(pos, tri, ids)
+
+
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """attr (B or 1, V, C) -> (B, H, W, C); zero where no triangle."""
+    B = rast.shape[0]
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0)
+    attr = attr.expand(B, -1, -1)
+    ids = rast[..., 3].detach().round().long() - 1
+    hit = ids >= 0
+    corners = tri.long()[ids.clamp(min=0)]  # (B, H, W, 3)
+    batch = torch.arange(B, device=rast.device).view(B, 1, 1, 1)
+    a = attr[batch, corners]  # (B, H, W, 3, C)
+    b0, b1 = rast[..., 0:1], rast[..., 1:2]
+    out = b0 * a[..., 0, :] + b1 * a[..., 1, :] + (1 - b0 - b1) * a[..., 2, :]
+    return torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
+
+
+_MODES = {"clamp": 0, "zero": 1, "wrap": 2}
+
+
+def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp") -> torch.Tensor:
+    """Bilinear lookup of uv (B, H, W, 2) in tex (B or 1, Ht, Wt, C), texel centres at
+    ((j + 0.5) / Wt, (i + 0.5) / Ht)."""
+    B = uv.shape[0]
+    tex = tex.expand(B, -1, -1, -1)
+    _, Ht, Wt, C = tex.shape
+    x = uv[..., 0] * Wt - 0.5
+    y = uv[..., 1] * Ht - 0.5
+    x0f, y0f = torch.floor(x.detach()), torch.floor(y.detach())
+    fx, fy = x - x0f, y - y0f
+    x0, y0 = x0f.long(), y0f.long()
+    flat = tex.reshape(B, Ht * Wt, C)
+    out = 0
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xx, yy = x0 + dx, y0 + dy
+            weight = wy * wx
+            if boundary == "clamp":
+                xx, yy = xx.clamp(0, Wt - 1), yy.clamp(0, Ht - 1)
+            elif boundary == "wrap":
+                xx, yy = xx % Wt, yy % Ht
+            else:
+                inside = (xx >= 0) & (xx < Wt) & (yy >= 0) & (yy < Ht)
+                weight = torch.where(inside, weight, torch.zeros_like(weight))
+                xx, yy = xx.clamp(0, Wt - 1), yy.clamp(0, Ht - 1)
+            idx = (yy * Wt + xx).reshape(B, -1, 1).expand(-1, -1, C)
+            texel = torch.gather(flat, 1, idx).reshape(*uv.shape[:3], C)
+            out = out + weight.unsqueeze(-1) * texel
+    return out

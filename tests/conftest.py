@@ -1,0 +1,59 @@
+"""Shared fixtures: fresh random seeds, mesh generators, the shared real data, markers.
+
+Random inputs are fresh on every run (the seed is printed, so a failure can be replayed
+with NL3DMM_TEST_SEED=<seed>). Slow tests run with --run-slow; GPU tests skip with a visible
+reason where no CUDA device is present.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--run-slow"):
+        skip = pytest.mark.skip(reason="slow: run with --run-slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="no CUDA device on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def seed() -> int:
+    value = int(os.environ.get("NL3DMM_TEST_SEED", secrets.randbits(31)))
+    torch.manual_seed(value)
+    print(f"random seed: NL3DMM_TEST_SEED={value}")
+    return value
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("NL3DMM_SHARED_DATA")
+    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("../shared/data is missing: CI must provide it beside the checkout")
+        pytest.skip("shared/data not found beside the repository (set NL3DMM_SHARED_DATA)")
+    return path
