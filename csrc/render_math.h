@@ -48,6 +48,12 @@ struct ScreenVertex {
     bool valid;     // w > 0, finite, inside the guard band
 };
 
+// floor() as an integer without a libm call (x86-64 baseline has no SSE4.1 round).
+NL_HD int64_t floor_to_int(double x) {
+    const int64_t i = (int64_t)x;
+    return i - (int64_t)(x < (double)i);
+}
+
 NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int height, int width) {
     ScreenVertex v;
     v.valid = w > 0.0;
@@ -56,8 +62,8 @@ NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int he
     v.y = (y * v.inv_w + 1.0) * 0.5 * height;
     v.depth = z * v.inv_w;
     v.valid = v.valid && fabs(v.x) < kGuardBandPixels && fabs(v.y) < kGuardBandPixels;
-    v.fx = v.valid ? (int64_t)floor(v.x * kSubpixelScale + 0.5) : 0;
-    v.fy = v.valid ? (int64_t)floor(v.y * kSubpixelScale + 0.5) : 0;
+    v.fx = v.valid ? floor_to_int(v.x * kSubpixelScale + 0.5) : 0;
+    v.fy = v.valid ? floor_to_int(v.y * kSubpixelScale + 0.5) : 0;
     return v;
 }
 
@@ -79,53 +85,58 @@ NL_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
     return (q * b > a) ? q - 1 : q;
 }
 
-// What the coverage loop needs of one triangle, computed once per triangle.
-struct TriangleSetup {
-    int64_t fx[3], fy[3];
-    int64_t area2;    // twice the signed snapped area, 1/256-pixel units squared
-    int64_t orient;   // +1 or -1: multiplies edge values so that "inside" is >= 0
-    double depth[3];
-    int x0, x1, y0, y1;  // inclusive pixel range to test; empty when x0 > x1
-    bool owns[3];        // fill rule per edge (edge k is opposite vertex k)
+// The pixels whose centres a triangle's snapped bounding box contains, clipped to the image.
+struct PixelBounds {
+    int x0, x1, y0, y1;  // inclusive; empty when x0 > x1 or y0 > y1
+    NL_HD bool empty() const { return x0 > x1 || y0 > y1; }
 };
 
-// Returns false when the triangle draws nothing: a vertex behind the camera or outside the
-// guard band, zero snapped area, culled as a back face, or entirely outside the image.
+// Most triangles of a dense face mesh are smaller than a pixel and contain no pixel centre,
+// so this cheap test runs first and rejects them before any edge setup.
+NL_HD PixelBounds pixel_bounds(const ScreenVertex& a, const ScreenVertex& b, const ScreenVertex& c,
+                               int height, int width) {
+    PixelBounds r{1, 0, 1, 0};
+    if (!(a.valid && b.valid && c.valid)) return r;
+    int64_t xmin = a.fx < b.fx ? a.fx : b.fx, xmax = a.fx > b.fx ? a.fx : b.fx;
+    int64_t ymin = a.fy < b.fy ? a.fy : b.fy, ymax = a.fy > b.fy ? a.fy : b.fy;
+    xmin = c.fx < xmin ? c.fx : xmin;
+    xmax = c.fx > xmax ? c.fx : xmax;
+    ymin = c.fy < ymin ? c.fy : ymin;
+    ymax = c.fy > ymax ? c.fy : ymax;
+    // Pixel k has its centre at k * 256 + 128 in fixed point: the covered range is
+    // ceil((min - 128) / 256) .. floor((max - 128) / 256).
+    int64_t cx0 = -floor_div(128 - xmin, 256), cx1 = floor_div(xmax - 128, 256);
+    int64_t cy0 = -floor_div(128 - ymin, 256), cy1 = floor_div(ymax - 128, 256);
+    r.x0 = (int)(cx0 < 0 ? 0 : cx0);
+    r.y0 = (int)(cy0 < 0 ? 0 : cy0);
+    r.x1 = (int)(cx1 > width - 1 ? width - 1 : cx1);
+    r.y1 = (int)(cy1 > height - 1 ? height - 1 : cy1);
+    return r;
+}
+
+// What the coverage loop needs of one triangle.
+struct TriangleSetup {
+    int64_t fx[3], fy[3];
+    int64_t area2;   // twice the snapped area, made positive by orient
+    int64_t orient;  // +1 or -1: multiplies edge values so that "inside" is >= 0
+    double depth[3];
+    bool owns[3];    // fill rule per edge (edge k is opposite vertex k)
+};
+
+// Returns false when the triangle draws nothing: zero snapped area or a culled back face.
 NL_HD bool setup_triangle(const ScreenVertex& a, const ScreenVertex& b, const ScreenVertex& c,
-                          bool cull_backfaces, int height, int width, TriangleSetup& t) {
-    if (!(a.valid && b.valid && c.valid)) return false;
+                          bool cull_backfaces, TriangleSetup& t) {
     const ScreenVertex* v[3] = {&a, &b, &c};
     for (int k = 0; k < 3; ++k) {
         t.fx[k] = v[k]->fx;
         t.fy[k] = v[k]->fy;
         t.depth[k] = v[k]->depth;
     }
-    t.area2 = edge_fixed(t.fx[0], t.fy[0], t.fx[1], t.fy[1], t.fx[2], t.fy[2]);
-    if (t.area2 == 0) return false;
-    if (t.area2 < 0 && cull_backfaces) return false;
-    t.orient = t.area2 > 0 ? 1 : -1;
-    int64_t xmin = t.fx[0], xmax = t.fx[0], ymin = t.fy[0], ymax = t.fy[0];
-    for (int k = 1; k < 3; ++k) {
-        xmin = t.fx[k] < xmin ? t.fx[k] : xmin;
-        xmax = t.fx[k] > xmax ? t.fx[k] : xmax;
-        ymin = t.fy[k] < ymin ? t.fy[k] : ymin;
-        ymax = t.fy[k] > ymax ? t.fy[k] : ymax;
-    }
-    // Pixel c has its centre at c * 256 + 128 in fixed point.
-    const int64_t half = 128, one = 256;
-    int64_t cx0 = -floor_div(-(xmin - half), one);  // ceil((xmin - half) / one)
-    int64_t cx1 = floor_div(xmax - half, one);
-    int64_t cy0 = -floor_div(-(ymin - half), one);
-    int64_t cy1 = floor_div(ymax - half, one);
-    cx0 = cx0 < 0 ? 0 : cx0;
-    cy0 = cy0 < 0 ? 0 : cy0;
-    cx1 = cx1 > width - 1 ? width - 1 : cx1;
-    cy1 = cy1 > height - 1 ? height - 1 : cy1;
-    if (cx0 > cx1 || cy0 > cy1) return false;
-    t.x0 = (int)cx0;
-    t.x1 = (int)cx1;
-    t.y0 = (int)cy0;
-    t.y1 = (int)cy1;
+    const int64_t area2 = edge_fixed(t.fx[0], t.fy[0], t.fx[1], t.fy[1], t.fx[2], t.fy[2]);
+    if (area2 == 0) return false;
+    if (area2 < 0 && cull_backfaces) return false;
+    t.orient = area2 > 0 ? 1 : -1;
+    t.area2 = t.orient * area2;
     for (int k = 0; k < 3; ++k) {  // edge k runs from vertex k+1 to vertex k+2
         int i = (k + 1) % 3, j = (k + 2) % 3;
         t.owns[k] = owns_edge(t.orient * (t.fx[j] - t.fx[i]), t.orient * (t.fy[j] - t.fy[i]));
@@ -150,9 +161,8 @@ NL_HD uint64_t fragment_key(const TriangleSetup& t, int row, int col, uint32_t t
         e[k] = t.orient * edge_fixed(t.fx[i], t.fy[i], t.fx[j], t.fy[j], px, py);
         if (e[k] < 0 || (e[k] == 0 && !t.owns[k])) return kEmptyKey;
     }
-    const double area = (double)(t.orient * t.area2);
-    const double depth = ((double)e[0] / area) * t.depth[0] + ((double)e[1] / area) * t.depth[1] +
-                         ((double)e[2] / area) * t.depth[2];
+    const double depth = ((double)e[0] * t.depth[0] + (double)e[1] * t.depth[1] +
+                          (double)e[2] * t.depth[2]) / (double)t.area2;
     const float depth32 = (float)depth;
     if (!(depth32 >= -1.0f && depth32 <= 1.0f)) return kEmptyKey;
     return ((uint64_t)sortable_float_bits(depth32) << 32) | (uint64_t)triangle;

@@ -53,7 +53,7 @@ def test_forward_and_backward_match_reference(seed, dtype, boundary, shared):
 def test_texel_centres_return_texels(seed):
     tex = torch.randn(1, 5, 6, 3, dtype=torch.float64)
     j, i = torch.meshgrid(torch.arange(6), torch.arange(5), indexing="xy")
-    uv = torch.stack([(j + 0.5) / 6, (i + 0.5) / 5], -1).double()[None]
+    uv = torch.stack([(j.double() + 0.5) / 6, (i.double() + 0.5) / 5], -1)[None]
     assert torch.allclose(nl3dmm.sample_texture(tex, uv), tex, atol=1e-12)
 
 

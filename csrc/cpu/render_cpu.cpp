@@ -21,17 +21,8 @@ namespace {
 // The per-image working state of the rasterizer; one per thread when images run in parallel.
 struct ImageRaster {
     std::vector<ScreenVertex> screen;
-    std::vector<TriangleSetup> setup;
-    std::vector<uint8_t> drawn;
-    std::vector<int32_t> drawn_list;
+    std::vector<PixelBounds> bounds;  // banded mode only: per-triangle pixel bounds
     std::vector<uint64_t> zbuf;
-
-    void resize(int64_t V, int64_t F, int64_t pixels) {
-        screen.resize(V);
-        setup.resize(F);
-        drawn.resize(F);
-        zbuf.resize(pixels);
-    }
 };
 
 template <typename T>
@@ -42,35 +33,27 @@ void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageR
     }
 }
 
-void setup_triangles(const int32_t* tri, int64_t f0, int64_t f1, bool cull, int H, int W,
-                     ImageRaster& s) {
-    for (int64_t f = f0; f < f1; ++f) {
-        const int32_t* t = tri + f * 3;
-        s.drawn[f] = setup_triangle(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], cull, H, W,
-                                    s.setup[f]);
-    }
-}
-
-void collect_drawn(int64_t F, ImageRaster& s) {
-    s.drawn_list.clear();
-    for (int64_t f = 0; f < F; ++f)
-        if (s.drawn[f]) s.drawn_list.push_back((int32_t)f);
-}
-
-// Z-test every drawn triangle against rows [r0, r1) of the image.
-void raster_rows(int r0, int r1, int W, ImageRaster& s) {
-    std::fill(s.zbuf.begin() + (int64_t)r0 * W, s.zbuf.begin() + (int64_t)r1 * W, kEmptyKey);
-    for (int32_t f : s.drawn_list) {
-        const TriangleSetup& t = s.setup[f];
-        const int y0 = std::max(t.y0, r0), y1 = std::min(t.y1, r1 - 1);
-        for (int r = y0; r <= y1; ++r) {
-            uint64_t* row = s.zbuf.data() + (int64_t)r * W;
-            for (int c = t.x0; c <= t.x1; ++c) {
-                const uint64_t key = fragment_key(t, r, c, (uint32_t)f);
-                if (key < row[c]) row[c] = key;
-            }
+// Z-test triangle f over the rows [r0, r1] of its pixel bounds.
+inline void raster_triangle(const int32_t* tri, int64_t f, PixelBounds pb, int r0, int r1,
+                            bool cull, int W, ImageRaster& s) {
+    pb.y0 = std::max(pb.y0, r0);
+    pb.y1 = std::min(pb.y1, r1);
+    if (pb.empty()) return;
+    const int32_t* t = tri + f * 3;
+    TriangleSetup setup;
+    if (!setup_triangle(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], cull, setup)) return;
+    for (int r = pb.y0; r <= pb.y1; ++r) {
+        uint64_t* row = s.zbuf.data() + (int64_t)r * W;
+        for (int c = pb.x0; c <= pb.x1; ++c) {
+            const uint64_t key = fragment_key(setup, r, c, (uint32_t)f);
+            if (key < row[c]) row[c] = key;
         }
     }
+}
+
+inline PixelBounds bounds_of(const int32_t* tri, int64_t f, int H, int W, const ImageRaster& s) {
+    const int32_t* t = tri + f * 3;
+    return pixel_bounds(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], H, W);
 }
 
 template <typename T>
@@ -105,35 +88,42 @@ void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W
     }
 }
 
+// One thread, one whole image.
 template <typename T>
 void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H, int W,
                          bool cull, ImageRaster& s, T* out) {
     project_vertices(pos, 0, V, H, W, s);
-    setup_triangles(tri, 0, F, cull, H, W, s);
-    collect_drawn(F, s);
-    raster_rows(0, H, W, s);
+    std::fill(s.zbuf.begin(), s.zbuf.end(), kEmptyKey);
+    for (int64_t f = 0; f < F; ++f) raster_triangle(tri, f, bounds_of(tri, f, H, W, s), 0, H - 1, cull, W, s);
     resolve_rows(pos, tri, 0, H, H, W, s, out);
 }
 
-// One image at a time, each stage split across threads (for batches smaller than the team).
+// One image split across the team (for batches smaller than the team): bands of rows own
+// their z-buffer rows, so no two threads ever touch one pixel.
 template <typename T>
 void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
                                   int W, bool cull, ImageRaster& s, T* out) {
-#pragma omp parallel for schedule(static)
-    for (int64_t v = 0; v < V; v += 4096) project_vertices(pos, v, std::min(V, v + 4096), H, W, s);
-#pragma omp parallel for schedule(static)
-    for (int64_t f = 0; f < F; f += 4096)
-        setup_triangles(tri, f, std::min(F, f + 4096), cull, H, W, s);
-    collect_drawn(F, s);
-    // Bands of rows: a band owns its z-buffer rows, so no two threads touch one pixel.
     const int bands = std::min(H, 4 * omp_get_max_threads());
-#pragma omp parallel for schedule(dynamic)
-    for (int band = 0; band < bands; ++band) {
-        const int r0 = (int)((int64_t)H * band / bands), r1 = (int)((int64_t)H * (band + 1) / bands);
-        if (r0 < r1) raster_rows(r0, r1, W, s);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t v = 0; v < V; v += 4096) project_vertices(pos, v, std::min(V, v + 4096), H, W, s);
+#pragma omp for schedule(static)
+        for (int64_t f = 0; f < F; ++f) s.bounds[f] = bounds_of(tri, f, H, W, s);
+#pragma omp for schedule(dynamic)
+        for (int band = 0; band < bands; ++band) {
+            const int r0 = (int)((int64_t)H * band / bands), r1 = (int)((int64_t)H * (band + 1) / bands);
+            if (r0 >= r1) continue;
+            std::fill(s.zbuf.begin() + (int64_t)r0 * W, s.zbuf.begin() + (int64_t)r1 * W, kEmptyKey);
+            for (int64_t f = 0; f < F; ++f) {
+                const PixelBounds& pb = s.bounds[f];
+                if (pb.empty() || pb.y1 < r0 || pb.y0 >= r1) continue;
+                raster_triangle(tri, f, pb, r0, r1 - 1, cull, W, s);
+            }
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
     }
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
 }
 
 // Sums per-image gradient buffers into one shared (un-batched) gradient in batch order, so
@@ -161,14 +151,17 @@ void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, i
 #pragma omp parallel
         {
             ImageRaster s;
-            s.resize(V, F, pixels);
+            s.screen.resize(V);
+            s.zbuf.resize(pixels);
 #pragma omp for schedule(dynamic)
             for (int64_t b = 0; b < B; ++b)
                 rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, cull, s, rast + b * pixels * 4);
         }
     } else {
         ImageRaster s;
-        s.resize(V, F, pixels);
+        s.screen.resize(V);
+        s.bounds.resize(F);
+        s.zbuf.resize(pixels);
         for (int64_t b = 0; b < B; ++b)
             rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, cull, s,
                                          rast + b * pixels * 4);

@@ -92,8 +92,7 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
             e.append(ek)
         area = (o * area2[t]).double()
         Dt = D[t]
-        dz = (e[0].double() / area) * Dt[:, 0] + (e[1].double() / area) * Dt[:, 1] \
-            + (e[2].double() / area) * Dt[:, 2]
+        dz = (e[0].double() * Dt[:, 0] + e[1].double() * Dt[:, 1] + e[2].double() * Dt[:, 2]) / area
         d32 = dz.float()
         inside &= (d32 >= -1.0) & (d32 <= 1.0)
         key = ((_sortable(d32) - (1 << 31)) << 32) | t
