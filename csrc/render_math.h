@@ -178,32 +178,29 @@ struct ClipVertex {
     double x, y, z, w;
 };
 
-NL_HD PixelSample resolve_pixel(const ClipVertex v[3], int row, int col, int height, int width) {
-    double sx[3], sy[3], inv_w[3], depth[3];
-    for (int k = 0; k < 3; ++k) {
-        inv_w[k] = 1.0 / v[k].w;
-        sx[k] = (v[k].x * inv_w[k] + 1.0) * 0.5 * width;
-        sy[k] = (v[k].y * inv_w[k] + 1.0) * 0.5 * height;
-        depth[k] = v[k].z * inv_w[k];
-    }
+// From the vertices' projections (project_vertex), which every backend computes once per
+// vertex; the arithmetic is the same as recomputing them from clip space.
+NL_HD PixelSample resolve_pixel(const ScreenVertex& v0, const ScreenVertex& v1,
+                                const ScreenVertex& v2, int row, int col) {
+    const ScreenVertex* v[3] = {&v0, &v1, &v2};
     const double px = col + 0.5, py = row + 0.5;
-    const double area = edge_real(sx[0], sy[0], sx[1], sy[1], sx[2], sy[2]);
+    const double area = edge_real(v0.x, v0.y, v1.x, v1.y, v2.x, v2.y);
     PixelSample s;
     if (area == 0.0) {  // the snapped triangle had area but the exact one has none: no gradient
         s.b0 = s.b1 = 1.0 / 3.0;
-        s.depth = (depth[0] + depth[1] + depth[2]) / 3.0;
+        s.depth = (v0.depth + v1.depth + v2.depth) / 3.0;
         return s;
     }
     double l[3];
     for (int k = 0; k < 3; ++k) {
         int i = (k + 1) % 3, j = (k + 2) % 3;
-        l[k] = edge_real(sx[i], sy[i], sx[j], sy[j], px, py) / area;
+        l[k] = edge_real(v[i]->x, v[i]->y, v[j]->x, v[j]->y, px, py) / area;
     }
-    const double q0 = l[0] * inv_w[0], q1 = l[1] * inv_w[1], q2 = l[2] * inv_w[2];
+    const double q0 = l[0] * v0.inv_w, q1 = l[1] * v1.inv_w, q2 = l[2] * v2.inv_w;
     const double qsum = q0 + q1 + q2;
     s.b0 = q0 / qsum;
     s.b1 = q1 / qsum;
-    s.depth = l[0] * depth[0] + l[1] * depth[1] + l[2] * depth[2];
+    s.depth = l[0] * v0.depth + l[1] * v1.depth + l[2] * v2.depth;
     return s;
 }
 
@@ -293,19 +290,24 @@ NL_HD int64_t wrap_index(int64_t i, int64_t n) {
 }
 
 NL_HD BilinearTaps bilinear_taps(double u, double v, int tex_h, int tex_w, int mode) {
-    const double x = u * tex_w - 0.5, y = v * tex_h - 0.5;
-    const double xf = floor(x), yf = floor(y);
+    double x = u * tex_w - 0.5, y = v * tex_h - 0.5;
     BilinearTaps t;
-    t.fx = x - xf;
-    t.fy = y - yf;
     int64_t x0, y0;
     if (mode == kWrap) {  // reduce first so that huge uv cannot overflow the int conversion
+        const double xf = floor(x), yf = floor(y);
+        t.fx = x - xf;
+        t.fy = y - yf;
         x0 = (int64_t)(xf - tex_w * floor(xf / tex_w));
         y0 = (int64_t)(yf - tex_h * floor(yf / tex_h));
-    } else {  // clamping to +-2 texels outside keeps every tap's meaning in both other modes
-        const double lim_x = (double)tex_w + 2.0, lim_y = (double)tex_h + 2.0;
-        x0 = (int64_t)(xf < -2.0 ? -2.0 : (xf > lim_x ? lim_x : xf));
-        y0 = (int64_t)(yf < -2.0 ? -2.0 : (yf > lim_y ? lim_y : yf));
+    } else {
+        // Beyond 3 texels outside, both taps are clamped (or zero) whatever the fraction,
+        // so clamping x first changes nothing and keeps the integer conversion in range.
+        x = x < -3.0 ? -3.0 : (x > tex_w + 3.0 ? tex_w + 3.0 : x);
+        y = y < -3.0 ? -3.0 : (y > tex_h + 3.0 ? tex_h + 3.0 : y);
+        x0 = floor_to_int(x);
+        y0 = floor_to_int(y);
+        t.fx = x - (double)x0;
+        t.fy = y - (double)y0;
     }
     const int64_t xs[2] = {x0, x0 + 1}, ys[2] = {y0, y0 + 1};
     for (int a = 0; a < 2; ++a) {

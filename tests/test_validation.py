@@ -93,3 +93,19 @@ def test_out_buffer_of_wrong_shape_is_rejected():
     from nl3dmm.render.backends.cpu import CpuBackend
     with pytest.raises(ValueError, match="out must be a contiguous"):
         CpuBackend().rasterize(POS, TRI, 4, 4, False, out=torch.empty(1, 4, 5, 4))
+
+
+def test_validation_cache_notices_in_place_changes():
+    """Validated tensors are remembered, but an in-place edit forces a fresh check."""
+    tri = TRI.clone()
+    nl3dmm.rasterize(POS, tri, (4, 4))
+    tri[0, 0] = 7
+    with pytest.raises(ValueError, match="references vertex 7"):
+        nl3dmm.rasterize(POS, tri, (4, 4))
+    rast = nl3dmm.rasterize(POS, TRI, (4, 4))
+    nl3dmm.interpolate(torch.randn(3, 2), rast, TRI)
+    rast[0, 0, 0, 3] = 5.0
+    with pytest.raises(ValueError, match="must hold triangle ids"):
+        nl3dmm.interpolate(torch.randn(3, 2), rast, TRI)
+    with pytest.raises(ValueError, match="tri references vertex 2"):  # same tri, fewer vertices
+        nl3dmm.interpolate(torch.randn(2, 2), nl3dmm.rasterize(POS, TRI, (4, 4)), TRI)

@@ -21,7 +21,6 @@ namespace {
 // The per-image working state of the rasterizer; one per thread when images run in parallel.
 struct ImageRaster {
     std::vector<ScreenVertex> screen;
-    std::vector<PixelBounds> bounds;  // banded mode only: per-triangle pixel bounds
     std::vector<uint64_t> zbuf;
 };
 
@@ -33,27 +32,24 @@ void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageR
     }
 }
 
-// Z-test triangle f over the rows [r0, r1] of its pixel bounds.
-inline void raster_triangle(const int32_t* tri, int64_t f, PixelBounds pb, int r0, int r1,
-                            bool cull, int W, ImageRaster& s) {
+// Z-test triangle f over the rows [r0, r1] of its pixel bounds into zbuf (H x W keys).
+inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t f, int r0,
+                            int r1, bool cull, int H, int W, uint64_t* zbuf) {
+    const int32_t* t = tri + f * 3;
+    const ScreenVertex &a = screen[t[0]], &b = screen[t[1]], &c = screen[t[2]];
+    PixelBounds pb = pixel_bounds(a, b, c, H, W);
     pb.y0 = std::max(pb.y0, r0);
     pb.y1 = std::min(pb.y1, r1);
     if (pb.empty()) return;
-    const int32_t* t = tri + f * 3;
     TriangleSetup setup;
-    if (!setup_triangle(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], cull, setup)) return;
+    if (!setup_triangle(a, b, c, cull, setup)) return;
     for (int r = pb.y0; r <= pb.y1; ++r) {
-        uint64_t* row = s.zbuf.data() + (int64_t)r * W;
-        for (int c = pb.x0; c <= pb.x1; ++c) {
-            const uint64_t key = fragment_key(setup, r, c, (uint32_t)f);
-            if (key < row[c]) row[c] = key;
+        uint64_t* row = zbuf + (int64_t)r * W;
+        for (int col = pb.x0; col <= pb.x1; ++col) {
+            const uint64_t key = fragment_key(setup, r, col, (uint32_t)f);
+            if (key < row[col]) row[col] = key;
         }
     }
-}
-
-inline PixelBounds bounds_of(const int32_t* tri, int64_t f, int H, int W, const ImageRaster& s) {
-    const int32_t* t = tri + f * 3;
-    return pixel_bounds(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], H, W);
 }
 
 template <typename T>
@@ -66,8 +62,7 @@ void load_triangle(const T* pos, const int32_t* tri, int64_t f, ClipVertex v[3])
 
 // Write the raster (b0, b1, depth, id + 1) of rows [r0, r1) from the z-buffer.
 template <typename T>
-void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W,
-                  const ImageRaster& s, T* out) {
+void resolve_rows(const int32_t* tri, int r0, int r1, int W, const ImageRaster& s, T* out) {
     for (int r = r0; r < r1; ++r) {
         for (int c = 0; c < W; ++c) {
             const uint64_t key = s.zbuf[(int64_t)r * W + c];
@@ -77,9 +72,8 @@ void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W
                 continue;
             }
             const int64_t f = (int64_t)(key & 0xffffffffu);
-            ClipVertex v[3];
-            load_triangle(pos, tri, f, v);
-            const PixelSample p = resolve_pixel(v, r, c, H, W);
+            const int32_t* t = tri + f * 3;
+            const PixelSample p = resolve_pixel(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], r, c);
             o[0] = (T)p.b0;
             o[1] = (T)p.b1;
             o[2] = (T)p.depth;
@@ -94,35 +88,39 @@ void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F,
                          bool cull, ImageRaster& s, T* out) {
     project_vertices(pos, 0, V, H, W, s);
     std::fill(s.zbuf.begin(), s.zbuf.end(), kEmptyKey);
-    for (int64_t f = 0; f < F; ++f) raster_triangle(tri, f, bounds_of(tri, f, H, W, s), 0, H - 1, cull, W, s);
-    resolve_rows(pos, tri, 0, H, H, W, s, out);
+    for (int64_t f = 0; f < F; ++f) raster_triangle(s.screen.data(), tri, f, 0, H - 1, cull, H, W, s.zbuf.data());
+    resolve_rows(tri, 0, H, W, s, out);
 }
 
-// One image split across the team (for batches smaller than the team): bands of rows own
-// their z-buffer rows, so no two threads ever touch one pixel.
+// One image split across the team (for batches smaller than the team). Each thread z-tests
+// its own share of the triangles into a private z-buffer; the buffers are then merged with
+// min. The packed-key minimum does not depend on the order, so the result is bit-identical
+// for any thread count, and no two threads ever write one buffer.
 template <typename T>
 void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
-                                  int W, bool cull, ImageRaster& s, T* out) {
-    const int bands = std::min(H, 4 * omp_get_max_threads());
-#pragma omp parallel
+                                  int W, bool cull, std::vector<ImageRaster>& parts, T* out) {
+    const int n = (int)parts.size();
+    ImageRaster& s = parts[0];
+    const int64_t pixels = (int64_t)H * W;
+#pragma omp parallel num_threads(n)
     {
 #pragma omp for schedule(static)
         for (int64_t v = 0; v < V; v += 4096) project_vertices(pos, v, std::min(V, v + 4096), H, W, s);
-#pragma omp for schedule(static)
-        for (int64_t f = 0; f < F; ++f) s.bounds[f] = bounds_of(tri, f, H, W, s);
-#pragma omp for schedule(dynamic)
-        for (int band = 0; band < bands; ++band) {
-            const int r0 = (int)((int64_t)H * band / bands), r1 = (int)((int64_t)H * (band + 1) / bands);
-            if (r0 >= r1) continue;
-            std::fill(s.zbuf.begin() + (int64_t)r0 * W, s.zbuf.begin() + (int64_t)r1 * W, kEmptyKey);
-            for (int64_t f = 0; f < F; ++f) {
-                const PixelBounds& pb = s.bounds[f];
-                if (pb.empty() || pb.y1 < r0 || pb.y0 >= r1) continue;
-                raster_triangle(tri, f, pb, r0, r1 - 1, cull, W, s);
-            }
+#pragma omp for schedule(static, 1)
+        for (int p = 0; p < n; ++p) {
+            uint64_t* zbuf = parts[p].zbuf.data();
+            std::fill(zbuf, zbuf + pixels, kEmptyKey);
+            for (int64_t f = F * p / n; f < F * (p + 1) / n; ++f)
+                raster_triangle(s.screen.data(), tri, f, 0, H - 1, cull, H, W, zbuf);
         }
 #pragma omp for schedule(static)
-        for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
+        for (int64_t i = 0; i < pixels; ++i) {
+            uint64_t key = s.zbuf[i];
+            for (int p = 1; p < n; ++p) key = std::min(key, parts[p].zbuf[i]);
+            s.zbuf[i] = key;
+        }
+#pragma omp for schedule(static)
+        for (int r = 0; r < H; ++r) resolve_rows(tri, r, r + 1, W, s, out);
     }
 }
 
@@ -158,12 +156,14 @@ void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, i
                 rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, cull, s, rast + b * pixels * 4);
         }
     } else {
-        ImageRaster s;
-        s.screen.resize(V);
-        s.bounds.resize(F);
-        s.zbuf.resize(pixels);
+        // Private z-buffers cost pixels * 8 bytes each; keep them under ~256 MB in all.
+        const int64_t budget = (256ll << 20) / (pixels * 8);
+        const int n = (int)std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), budget));
+        std::vector<ImageRaster> parts(n);
+        parts[0].screen.resize(V);
+        for (auto& part : parts) part.zbuf.resize(pixels);
         for (int64_t b = 0; b < B; ++b)
-            rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, cull, s,
+            rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, cull, parts,
                                          rast + b * pixels * 4);
     }
 }

@@ -7,6 +7,8 @@ at once; value checks (finite positions, index ranges) cost one pass over the da
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -69,9 +71,35 @@ def check_pos(pos: object) -> torch.Tensor:
     return pos
 
 
+class _Validated:
+    """Remembers tensors whose values passed a check, until they are modified in place
+    (torch bumps `_version`) or freed. Meshes are validated once, not on every call, and a
+    raster coming straight from `rasterize` is not re-scanned by `interpolate`."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[weakref.ref, int, object, torch.Tensor | None]] = {}
+
+    def get(self, t: torch.Tensor, key: object) -> torch.Tensor | None | bool:
+        entry = self._seen.get(id(t))
+        if entry is None or entry[0]() is not t or entry[1] != t._version or entry[2] != key:
+            return False
+        return entry[3] if entry[3] is not None else True
+
+    def add(self, t: torch.Tensor, key: object, result: torch.Tensor | None = None) -> None:
+        if len(self._seen) > 256:  # drop entries whose tensors are gone
+            self._seen = {k: v for k, v in self._seen.items() if v[0]() is not None}
+        self._seen[id(t)] = (weakref.ref(t), t._version, key, result)
+
+
+VALIDATED = _Validated()
+
+
 def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Tensor:
     """Returns tri as contiguous int32 after checking shape and index range."""
     tri = require_tensor("tri", tri)
+    cached = VALIDATED.get(tri, ("tri", num_vertices, device))
+    if isinstance(cached, torch.Tensor):
+        return cached
     if tri.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"tri must be int32 (int64 is accepted), got {tri.dtype}")
     if tri.dim() != 2 or tri.shape[1] != 3:
@@ -88,7 +116,9 @@ def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Ten
     if hi >= num_vertices:
         raise ValueError(f"tri references vertex {hi} but there are only {num_vertices} vertices "
                          "(indices are 0-based; 1-based files need `tri - 1`)")
-    return tri.to(torch.int32).contiguous()
+    result = tri.to(torch.int32).contiguous()
+    VALIDATED.add(tri, ("tri", num_vertices, device), result)
+    return result
 
 
 def check_rast(rast: object) -> torch.Tensor:
@@ -103,11 +133,14 @@ def check_rast(rast: object) -> torch.Tensor:
 
 
 def check_rast_values(rast: torch.Tensor, num_triangles: int) -> None:
+    if VALIDATED.get(rast, ("rast", num_triangles)):
+        return
     require_finite("rast", rast.detach())
     ids = rast[..., 3].detach()
     if bool((ids != ids.round()).any()) or int(ids.min()) < 0 or int(ids.max()) > num_triangles:
         raise ValueError(f"rast[..., 3] must hold triangle ids 0..{num_triangles} (0 = empty); "
                          "was rast produced by rasterize with this tri?")
+    VALIDATED.add(rast, ("rast", num_triangles))
 
 
 def check_attr(attr: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:

@@ -114,9 +114,12 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
     tri = checks.check_tri(tri, pos.shape[1], pos.device)
     name = resolve_backend_name(backend, pos.device)
     if name == "reference":
-        return reference.rasterize(pos, tri, (height, width), bool(cull_backfaces))
-    return _Rasterize.apply(pos.contiguous(), tri, height, width, bool(cull_backfaces),
-                            get_backend(name))
+        rast = reference.rasterize(pos, tri, (height, width), bool(cull_backfaces))
+    else:
+        rast = _Rasterize.apply(pos.contiguous(), tri, height, width, bool(cull_backfaces),
+                                get_backend(name))
+    checks.VALIDATED.add(rast, ("rast", tri.shape[0]))  # interpolate need not re-scan it
+    return rast
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
