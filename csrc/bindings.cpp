@@ -12,6 +12,7 @@
 #include "cpu/render_cpu.h"
 #ifdef NL3DMM_WITH_CUDA
 #include "cuda/device.h"
+#include "cuda/render_cuda.h"
 #endif
 
 namespace py = pybind11;
@@ -115,6 +116,18 @@ PYBIND11_MODULE(_C, m) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
         omp_set_num_threads(n);
     }, "Set the OpenMP threads the CPU kernels use (results do not depend on it).");
+
+#ifdef NL3DMM_WITH_CUDA
+    // CUDA kernels: same arguments as the CPU ones plus scratch/stream; `f64` picks double.
+    // Launches are asynchronous on `stream`, so the GIL is not held for them either.
+    py::module_ cu = m.def_submodule("cuda", "CUDA kernels (raw device pointers, torch stream)");
+    cu.def("rasterize_forward", &nl3dmm::cuda::rasterize_forward, py::call_guard<py::gil_scoped_release>());
+    cu.def("rasterize_backward", &nl3dmm::cuda::rasterize_backward, py::call_guard<py::gil_scoped_release>());
+    cu.def("interpolate_forward", &nl3dmm::cuda::interpolate_forward, py::call_guard<py::gil_scoped_release>());
+    cu.def("interpolate_backward", &nl3dmm::cuda::interpolate_backward, py::call_guard<py::gil_scoped_release>());
+    cu.def("sample_texture_forward", &nl3dmm::cuda::sample_texture_forward, py::call_guard<py::gil_scoped_release>());
+    cu.def("sample_texture_backward", &nl3dmm::cuda::sample_texture_backward, py::call_guard<py::gil_scoped_release>());
+#endif
 
     // (compiled, device_count, reason): a machine without a GPU or driver answers instead of
     // crashing, so `import nl3dmm` works everywhere.

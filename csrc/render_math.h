@@ -204,6 +204,14 @@ NL_HD PixelSample resolve_pixel(const ScreenVertex& v0, const ScreenVertex& v1,
     return s;
 }
 
+// The same from clip space, for backends that do not keep the projected vertices.
+NL_HD PixelSample resolve_pixel(const ClipVertex v[3], int row, int col, int height, int width) {
+    const ScreenVertex a = project_vertex(v[0].x, v[0].y, v[0].z, v[0].w, height, width);
+    const ScreenVertex b = project_vertex(v[1].x, v[1].y, v[1].z, v[1].w, height, width);
+    const ScreenVertex c = project_vertex(v[2].x, v[2].y, v[2].z, v[2].w, height, width);
+    return resolve_pixel(a, b, c, row, col);
+}
+
 // Gradient of resolve_pixel's outputs (g_b0, g_b1, g_depth) with respect to the clip
 // coordinates of the three vertices, written to grad[k] = (dx, dy, dz, dw) of vertex k.
 NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int height, int width,

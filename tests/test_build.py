@@ -37,3 +37,24 @@ def test_cuda_status_answers_without_crashing():
 def test_cpu_backend_available():
     assert nl3dmm.available_backends()["cpu"] is None
     assert nl3dmm.render.num_threads() >= 1
+
+
+def test_cuda_backend_refuses_cpu_tensors_or_says_why():
+    """Without a GPU (or before issue 3 verified the kernels) asking for 'cuda' names the
+    reason; with one, CPU tensors are refused with a clear message."""
+    import torch
+    pos = torch.tensor([[[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1.0]]])
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    why = nl3dmm.available_backends()["cuda"]
+    expected = "cannot run here" if why is not None else "needs CUDA tensors"
+    with pytest.raises((RuntimeError, ValueError), match=expected):
+        nl3dmm.rasterize(pos, tri, (4, 4), backend="cuda")
+
+
+def test_cuda_kernels_are_bound_when_compiled():
+    compiled, _, _ = cuda_status()
+    if not compiled:
+        pytest.skip("extension built without nvcc")
+    names = {"rasterize_forward", "rasterize_backward", "interpolate_forward",
+             "interpolate_backward", "sample_texture_forward", "sample_texture_backward"}
+    assert names <= set(dir(_C.cuda))
