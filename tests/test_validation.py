@@ -109,3 +109,16 @@ def test_validation_cache_notices_in_place_changes():
         nl3dmm.interpolate(torch.randn(3, 2), rast, TRI)
     with pytest.raises(ValueError, match="tri references vertex 2"):  # same tri, fewer vertices
         nl3dmm.interpolate(torch.randn(2, 2), nl3dmm.rasterize(POS, TRI, (4, 4)), TRI)
+
+
+def test_inputs_on_different_devices_are_named():
+    """'meta' tensors stand in for a second device on machines without a GPU."""
+    meta = torch.device("meta")
+    with pytest.raises(ValueError, match="tri is on meta but the other inputs are on cpu"):
+        nl3dmm.rasterize(POS, TRI.to(meta), (4, 4))
+    with pytest.raises(ValueError, match="attr is on meta but rast is on cpu"):
+        nl3dmm.interpolate(torch.randn(3, 2, device=meta), _rast(), TRI)
+    with pytest.raises(ValueError, match="tex is on meta but uv is on cpu"):
+        nl3dmm.sample_texture(torch.rand(1, 8, 8, 3, device=meta), torch.rand(1, 4, 4, 2))
+    with pytest.raises(ValueError, match="no rendering backend for device meta"):
+        nl3dmm.sample_texture(torch.rand(1, 8, 8, 3, device=meta), torch.rand(1, 4, 4, 2, device=meta))

@@ -39,13 +39,6 @@ def require_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(bad[0].tolist())})")
 
 
-def require_same_device(**tensors: torch.Tensor) -> None:
-    devices = {name: t.device for name, t in tensors.items()}
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
-        raise ValueError(f"all inputs must be on one device, got {listing}")
-
-
 def check_resolution(resolution: object) -> tuple[int, int]:
     try:
         height, width = (int(r) for r in resolution)  # type: ignore[union-attr]
@@ -143,9 +136,12 @@ def check_rast_values(rast: torch.Tensor, num_triangles: int) -> None:
     VALIDATED.add(rast, ("rast", num_triangles))
 
 
-def check_attr(attr: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+def check_attr(attr: object, batch: int, dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, bool]:
     """Returns (attr, batched): attr is (B, V, C) per image or (V, C) / (1, V, C) shared."""
     attr = require_tensor("attr", attr)
+    if attr.device != device:
+        raise ValueError(f"attr is on {attr.device} but rast is on {device}")
     require_float("attr", attr)
     if attr.dim() == 2:
         attr = attr.unsqueeze(0)
@@ -161,8 +157,11 @@ def check_attr(attr: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tens
     return attr, attr.shape[0] == batch and batch > 1
 
 
-def check_texture(tex: object, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+def check_texture(tex: object, batch: int, dtype: torch.dtype,
+                  device: torch.device) -> tuple[torch.Tensor, bool]:
     tex = require_tensor("tex", tex)
+    if tex.device != device:
+        raise ValueError(f"tex is on {tex.device} but uv is on {device}")
     require_float("tex", tex)
     if tex.dim() != 4:
         raise ValueError(f"tex must have shape (B, Ht, Wt, C), got {tuple(tex.shape)}")

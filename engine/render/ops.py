@@ -109,10 +109,10 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
         (B, H, W, 4) raster (b0, b1, depth, triangle_id + 1) in pos's dtype; see the module
         docstring for the exact conventions.
     """
+    name = resolve_backend_name(backend, checks.require_tensor("pos", pos).device)
     pos = checks.check_pos(pos)
     height, width = checks.check_resolution(resolution)
     tri = checks.check_tri(tri, pos.shape[1], pos.device)
-    name = resolve_backend_name(backend, pos.device)
     if name == "reference":
         rast = reference.rasterize(pos, tri, (height, width), bool(cull_backfaces))
     else:
@@ -134,12 +134,11 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
     Returns:
         (B, H, W, C); zero on empty pixels. Differentiable in attr and in rast's b0, b1.
     """
+    name = resolve_backend_name(backend, checks.require_tensor("rast", rast).device)
     rast = checks.check_rast(rast)
-    attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype)
-    checks.require_same_device(attr=attr, rast=rast)
+    attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype, rast.device)
     tri = checks.check_tri(tri, attr.shape[1], rast.device)
     checks.check_rast_values(rast, tri.shape[0])
-    name = resolve_backend_name(backend, rast.device)
     if name == "reference":
         return reference.interpolate(attr, rast, tri)
     return _Interpolate.apply(attr.contiguous(), batched, rast.contiguous(), tri, get_backend(name))
@@ -160,11 +159,10 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
         (B, H, W, C). Differentiable in tex and uv (uv's gradient is that of the bilinear
         surface, which has kinks on texel centre lines).
     """
+    name = resolve_backend_name(backend, checks.require_tensor("uv", uv).device)
     uv = checks.check_uv(uv)
-    tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype)
-    checks.require_same_device(tex=tex, uv=uv)
+    tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype, uv.device)
     boundary = checks.check_boundary(boundary)
-    name = resolve_backend_name(backend, uv.device)
     if name == "reference":
         return reference.sample_texture(tex, uv, boundary)
     return _SampleTexture.apply(tex.contiguous(), batched, uv.contiguous(), boundary,
