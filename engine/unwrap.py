@@ -1,0 +1,73 @@
+"""Pseudo ground-truth UV textures: unwrap a photo into the mesh's UV map.
+
+The paper's texture loss in pretraining compares the decoder's texture with the input image
+unwrapped into UV space by the ground-truth shape and camera, on visible texels only. This
+is built from the same three rendering ops the model trains through:
+
+1. rasterize the mesh in UV space (vertex uv as clip-space x, y) -> per texel, the triangle
+   and barycentrics of the surface point it shows;
+2. interpolate the vertices' image positions and depths at every texel;
+3. rasterize the mesh in image space (back faces culled) -> the depth of the visible surface
+   at every pixel; a texel is visible when its own depth matches that depth where it lands;
+4. sample the photo (as a texture) at the texels' image positions.
+"""
+from __future__ import annotations
+
+import torch
+
+from .render import interpolate, rasterize, sample_texture
+
+
+def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,
+                   triangles: torch.Tensor, texture_size: tuple[int, int] = (192, 224),
+                   depth_tolerance: float = 0.02, backend: str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unwrap `image` into UV space.
+
+    Args:
+        image: (B, H, W, C) float photos.
+        points: (B, V, 3) the mesh in image space: x right, y down (pixels), z larger = nearer
+            (as camera.project_pose_para returns, or m-projected vertices with depth).
+        uv: (V, 2) per-vertex texture coordinates in [0, 1] (u = column, v = row).
+        triangles: (F, 3) int32, front faces counter-clockwise in image space.
+        texture_size: (rows, columns) of the UV map.
+        depth_tolerance: how far (in clip depth, where the face spans about 2) a texel may lie
+            behind the visible surface and still count as visible.
+
+    Returns:
+        texture (B, Ht, Wt, C) (0 where not visible) and visible (B, Ht, Wt) bool.
+    """
+    if image.dim() != 4 or points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"image must be (B, H, W, C) and points (B, V, 3), got "
+                         f"{tuple(image.shape)} and {tuple(points.shape)}")
+    if image.shape[0] != points.shape[0]:
+        raise ValueError(f"image batch {image.shape[0]} != points batch {points.shape[0]}")
+    B, H, W, _ = image.shape
+    Ht, Wt = texture_size
+    dtype = image.dtype
+    # Depth to clip space with one map for the whole batch item: nearer = smaller.
+    z = points[..., 2]
+    lo, hi = z.amin(1, keepdim=True), z.amax(1, keepdim=True)
+    depth = -(z - (hi + lo) / 2) / (((hi - lo) / 2).clamp(min=1e-12) * 1.01)
+    clip = torch.stack([2 * points[..., 0] / W - 1, 2 * points[..., 1] / H - 1, depth,
+                        torch.ones_like(depth)], -1).to(dtype)
+
+    seen = rasterize(clip, triangles, (H, W), cull_backfaces=True, backend=backend)
+
+    uv_clip = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], -1)
+    uv_rast = rasterize(uv_clip.to(dtype)[None], triangles, (Ht, Wt), backend=backend)
+    uv_rast = uv_rast.expand(B, -1, -1, -1).contiguous()
+    # Per texel: where its surface point lands in the image, and how deep it is there.
+    where = interpolate(clip[..., :3].contiguous(), uv_rast, triangles, backend=backend)
+    on_mesh = uv_rast[..., 3] > 0
+    image_uv = (where[..., :2] + 1) / 2  # image coordinates as texture coordinates in [0, 1]
+    col = (image_uv[..., 0] * W).floor().long().clamp(0, W - 1)
+    row = (image_uv[..., 1] * H).floor().long().clamp(0, H - 1)
+    batch = torch.arange(B, device=image.device).view(B, 1, 1)
+    surface = seen[batch, row, col]  # the image raster at the texel's pixel
+    inside = (image_uv >= 0).all(-1) & (image_uv < 1).all(-1)
+    visible = on_mesh & inside & (surface[..., 3] > 0) & (where[..., 2] <= surface[..., 2] + depth_tolerance)
+
+    texture = sample_texture(image, image_uv.to(dtype).contiguous(), "clamp", backend=backend)
+    texture = torch.where(visible.unsqueeze(-1), texture, torch.zeros_like(texture))
+    return texture, visible
