@@ -80,11 +80,6 @@ NL_HD double edge_real(double ax, double ay, double bx, double by, double px, do
 // an edge (opposite orientations of it), exactly one owns pixels lying exactly on it.
 NL_HD bool owns_edge(int64_t dx, int64_t dy) { return dy < 0 || (dy == 0 && dx < 0); }
 
-NL_HD int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-    int64_t q = a / b;
-    return (q * b > a) ? q - 1 : q;
-}
-
 // The pixels whose centres a triangle's snapped bounding box contains, clipped to the image.
 struct PixelBounds {
     int x0, x1, y0, y1;  // inclusive; empty when x0 > x1 or y0 > y1
@@ -105,8 +100,9 @@ NL_HD PixelBounds pixel_bounds(const ScreenVertex& a, const ScreenVertex& b, con
     ymax = c.fy > ymax ? c.fy : ymax;
     // Pixel k has its centre at k * 256 + 128 in fixed point: the covered range is
     // ceil((min - 128) / 256) .. floor((max - 128) / 256).
-    int64_t cx0 = -floor_div(128 - xmin, 256), cx1 = floor_div(xmax - 128, 256);
-    int64_t cy0 = -floor_div(128 - ymin, 256), cy1 = floor_div(ymax - 128, 256);
+    // (Arithmetic right shift is floor division by 256 for negative values too.)
+    int64_t cx0 = -((128 - xmin) >> kSubpixelBits), cx1 = (xmax - 128) >> kSubpixelBits;
+    int64_t cy0 = -((128 - ymin) >> kSubpixelBits), cy1 = (ymax - 128) >> kSubpixelBits;
     r.x0 = (int)(cx0 < 0 ? 0 : cx0);
     r.y0 = (int)(cy0 < 0 ? 0 : cy0);
     r.x1 = (int)(cx1 > width - 1 ? width - 1 : cx1);
