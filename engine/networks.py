@@ -241,6 +241,7 @@ class NonlinearFaceModel(nn.Module):
         self.register_buffer("m_mean", torch.from_numpy(face_model.m_mean.astype(np.float32)))
         self.register_buffer("m_std", torch.from_numpy(face_model.m_std.astype(np.float32)))
         self.register_buffer("triangles", torch.from_numpy(face_model.triangles.astype(np.int32)))
+        self.register_buffer("uv", torch.from_numpy(face_model.uv.astype(np.float32)))
         self.encoder = Encoder(config.base_channels, config.code_size, config.lighting)
         if config.shape_decoder == "mlp":
             self.shape_decoder = MLPShapeDecoder(face_model, config.code_size, config.mlp_hidden)
@@ -283,6 +284,15 @@ class NonlinearFaceModel(nn.Module):
         out["texture"] = 2 * ((texture + 1) / 2 * out["shade"]) - 1
         out["uv_mask"] = self.uv_raster[0, ..., 3] > 0
         return out
+
+
+    def render(self, outputs: dict[str, torch.Tensor], background: torch.Tensor | None = None,
+               face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The forward outputs rendered at the input size (`face_render.render_face`):
+        `background` is the input image as (B, H, W, 3), `face_mask` (B, H, W)."""
+        from .face_render import render_face
+        return render_face(outputs["vertices"], outputs["m"], outputs["texture"], self.triangles, self.uv,
+                           self.config.image_size, background, face_mask)
 
 
 def build_model(name: str = "cvpr18", face_model: FaceModel | None = None) -> NonlinearFaceModel:

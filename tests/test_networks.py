@@ -59,6 +59,23 @@ def test_forward_shapes_dtypes_and_gradients(name, sfm, seed):
         assert sum(float(g.abs().sum()) for g in grads) > 0, part
 
 
+def test_reconstruction_loss_trains_every_part_through_the_render(sfm, seed):
+    """End to end: image -> model -> render over the image -> reconstruction loss; the loss
+    reaches the encoder and both decoders."""
+    from nl3dmm.losses import reconstruction_loss
+    model = build_model("cvpr18", sfm)
+    image = torch.rand(2, 3, 224, 224) * 2 - 1
+    out = model(image)
+    background = image.permute(0, 2, 3, 1)
+    rendered = model.render(out, background)
+    assert rendered["image"].shape == (2, 224, 224, 3) and 0.05 < float(rendered["mask"].mean()) < 0.9
+    loss = reconstruction_loss(rendered["image"], background, rendered["mask"])
+    assert float(loss.detach()) > 0
+    loss.backward()
+    for part in ("encoder", "shape_decoder", "texture_decoder"):
+        assert sum(float(p.grad.abs().sum()) for p in getattr(model, part).parameters() if p.grad is not None) > 0, part
+
+
 def test_eval_mode_single_image_and_bad_input(sfm):
     model = build_model("cvpr18", sfm).eval()
     with torch.no_grad():
