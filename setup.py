@@ -110,7 +110,7 @@ setup(
     version="0.1.0",
     description="Nonlinear 3D Face Morphable Model with a custom differentiable renderer",
     python_requires=">=3.10",
-    packages=["nl3dmm", "nl3dmm.render", "nl3dmm.render.backends", "nl3dmm.kernels"],
+    packages=["nl3dmm", "nl3dmm.data", "nl3dmm.render", "nl3dmm.render.backends", "nl3dmm.kernels"],
     package_dir={"nl3dmm": "engine", "nl3dmm.kernels": "kernels"},
     package_data={"nl3dmm": ["assets/*", "assets/*/*"]},
     ext_modules=[extension],
