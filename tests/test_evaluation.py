@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from nl3dmm.camera import project_pose_para
+from nl3dmm.camera import matlab_to_image, project_pose_para
 from nl3dmm.evaluation import evaluate, load_aflw2000_landmarks, nme
 from nl3dmm.facemodel import load_paper_mesh
 
@@ -32,7 +32,7 @@ def test_mean_face_posed_by_pose_para_matches_independent_nme(shared_data):
         label = sio.loadmat(path)
         pose = label["Pose_Para"].reshape(-1)
         pred = project_pose_para(mesh.mean_shape, pose, 450)[mesh.keypoints, :2]
-        gt = label["pt3d_68"][:2].T.astype(np.float64)
+        gt = matlab_to_image(label["pt3d_68"][:2].T.astype(np.float64))  # same frame as pred
         # Independent: plain loops, no numpy broadcasting.
         xs, ys = [p[0] for p in gt], [p[1] for p in gt]
         size = math.sqrt((max(xs) - min(xs)) * (max(ys) - min(ys)))
