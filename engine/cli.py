@@ -19,6 +19,20 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from .train import train
+    from .training.config import make_config, parse_override
+
+    overrides = dict(parse_override(text) for text in args.overrides)
+    config = make_config(args.config, **overrides)
+    summary = train(config, resume=args.resume)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nl3dmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,10 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--out", default="out/mean_face.png", help="output PNG (default: %(default)s)")
     render.add_argument("--backend", choices=["cpu", "cuda", "triton", "reference"], default=None)
     render.set_defaults(run=_render)
+    train = sub.add_parser("train", help="train the model (pretrain on L0, then end to end on L)",
+                           description="Options are key=value overrides of engine/training/config.py "
+                                       "TrainConfig, e.g. steps=500 batch_size=64 data=STORE out=runs/x.")
+    train.add_argument("--config", default="quick", help="named configuration: cvpr18, cvpr18-finetune, "
+                                                         "tpami19, quick (CPU, minutes), tiny (default: %(default)s)")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out/")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(run=_train)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"nl3dmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,285 @@
+"""The training loop: pretraining on L0, then end to end on L, on one device or under torchrun.
+
+    nl3dmm train --config quick                      # a few minutes on a CPU, bundled data
+    torchrun --nproc_per_node=8 -m nl3dmm train --config cvpr18 data=/data/300wlp-store
+
+The pieces it calls live in engine/training/: config (named configurations), batches (which
+samples each rank sees; device transfer), objectives (L0 and L), checkpoint (atomic files),
+visuals (the reconstruction grid).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
+from .facemodel import load_face_model
+from .networks import build_model, parameter_summary
+from .training.batches import ArrayData, Schedule, TrainingData, to_device
+from .training.checkpoint import load_latest, save_checkpoint
+from .training.config import TrainConfig
+from .training.objectives import FinetuneObjective, pretrain_loss
+from .training.visuals import reconstruction_grid, save_png
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def open_training_data(path: str | None) -> TrainingData:
+    """A training store folder, an .npz of arrays, or (None) the bundled default data."""
+    if path is not None and str(path).endswith(".npz"):
+        with np.load(path) as arrays:
+            return ArrayData(**{k: arrays[k] for k in arrays.files})
+    from .data.store import open_store  # the store format of engine/data
+    return open_store(path)
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _adam(params, lr: float, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(config.beta1, 0.999), fused=device.type == "cuda")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(module):
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = False, log=print) -> dict:
+    """Run the configured stage(s); returns a summary dict. Under torchrun (WORLD_SIZE > 1)
+    each process trains its share of every global batch with DDP; rank 0 logs and saves."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    main = rank == 0
+    say = log if main else (lambda *_: None)
+    if config.batch_size % (world * config.accumulate):
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} ranks x "
+                         f"{config.accumulate} micro-batches")
+    out = Path(config.out)
+    ckpt_dir = out / "checkpoints"
+    state = load_latest(ckpt_dir, log=say) if resume else None
+    if not resume and list(ckpt_dir.glob("checkpoint-*.pt")):
+        raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, "
+                              "or choose another out=")
+    if resume and state is None:
+        say(f"no checkpoint in {ckpt_dir}: starting from scratch")
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    np.random.seed(config.seed)
+    data = data if data is not None else open_training_data(config.data)
+    face_model = load_face_model(config.face_model)
+    model = build_model(config.model, face_model).to(device).to(memory_format=torch.channels_last)
+    stages = ["pretrain", "finetune"] if config.stage == "both" else [config.stage]
+    discriminator = None
+    if "finetune" in stages and config.adversarial_weight > 0:
+        discriminator = PatchDiscriminator().to(device)
+    say(parameter_summary(model))
+    say(f"training on {device} x {world} process(es), {len(data)} samples, stages {stages}")
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    schedule = Schedule(len(data), config.batch_size, config.seed)
+    history = FakeHistory(config.history)
+    summary: dict = {"out": str(out), "stages": {}}
+    start_stage, start_step = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if discriminator is not None and state.get("discriminator") is not None:
+            discriminator.load_state_dict(state["discriminator"])
+        history.images = list(state.get("history", []))
+        start_stage, start_step = stages.index(state["stage"]), state["step"]
+        say(f"resumed from {state['path']} ({state['stage']} step {start_step})")
+
+    for stage_index, stage in enumerate(stages):
+        if stage_index < start_stage:
+            continue
+        first = start_step if stage_index == start_stage else 0
+        summary["stages"][stage] = _run_stage(
+            stage, stage_index, first, config, model, discriminator, history, data, schedule, face_model, device,
+            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir)
+        state = None
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        # Freeing DDP-held objects before tearing down gloo avoids an abort at exit (TOOLCHAIN.md).
+        del model, discriminator
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _run_stage(stage, stage_index, first_step, config, model, discriminator, history, data, schedule, face_model,
+               device, world, rank, writer, say, state, ckpt_dir) -> dict:
+    main = rank == 0
+    lr = config.stage_lr(stage)
+    core = model
+    # Without dense shape targets L0 leaves the shape branch unused; DDP must be told.
+    net = DistributedDataParallel(model, find_unused_parameters=stage == "pretrain") if world > 1 else model
+    optimizers = {"model": _adam(model.parameters(), lr, config, device)}
+    disc = None
+    if stage == "finetune":
+        optimizers["encoder"] = _adam(model.encoder.parameters(), lr, config, device)
+        objective = FinetuneObjective(core, face_model, discriminator, config.adversarial_weight).to(device)
+        if discriminator is not None:
+            optimizers["discriminator"] = _adam(discriminator.parameters(), lr, config, device)
+            disc = DistributedDataParallel(discriminator) if world > 1 else discriminator
+    if state is not None and state["stage"] == stage:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        _set_rng_state(state["rng"])
+
+    def set_lr(step: int) -> None:  # a pure function of the step, so resuming needs no state
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr * _lr_factor(step, config)
+
+    amp = device.type == "cuda" and config.amp
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
+    progress = None
+    if main and config.progress:
+        from tqdm import tqdm
+        progress = tqdm(total=config.steps, initial=first_step, desc=stage, unit="step", dynamic_ncols=True)
+    bad_in_row, skipped, seen = 0, 0, 0
+    losses_seen: list[float] = []
+    t0 = time.perf_counter()
+    last = {}
+
+    def step_on(loss_fn, params_opt: str, micro_batches) -> tuple[bool, dict, dict, dict]:
+        """Accumulate gradients over the micro-batches, then step `params_opt` unless the loss
+        is not finite on some rank (then every rank skips, so replicas stay identical)."""
+        opt = optimizers[params_opt]
+        opt.zero_grad(set_to_none=True)
+        terms_sum: dict[str, float] = {}
+        total = torch.zeros((), device=device)
+        out = batch = None
+        for i, indices in enumerate(micro_batches):
+            batch = to_device(data.get(indices), device)
+            # Only the last micro-batch's backward all-reduces the accumulated gradients.
+            sync = net.no_sync() if (world > 1 and i < len(micro_batches) - 1) else contextlib.nullcontext()
+            with sync:
+                with autocast():
+                    out = net(batch["image"])
+                loss, terms = loss_fn(out, batch)
+                (loss / len(micro_batches)).backward()
+            total = total + loss.detach() / len(micro_batches)
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + v.detach() / len(micro_batches)
+        finite = torch.isfinite(total).float()
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        ok = bool(finite.item())
+        if ok:
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
+            opt.step()
+        else:
+            opt.zero_grad(set_to_none=True)
+        return ok, {k: float(v) for k, v in terms_sum.items()} | {"total": float(total)}, out, batch
+
+    for step in range(first_step, config.steps):
+        set_lr(step)
+        micro = schedule.rank_micro_batches(step, rank, world, config.accumulate)
+        if stage == "pretrain":
+            ok, terms, out, batch = step_on(lambda o, b: pretrain_loss(core, o, b), "model", micro)
+        else:
+            rendered_holder = {}
+
+            def full(o, b):
+                loss, terms, rendered = objective(core, o, b, with_landmarks=False)
+                rendered_holder["fake"] = rendered.detach()
+                return loss, terms
+            ok, terms, out, batch = step_on(full, "model", micro)
+            if ok and disc is not None:
+                fakes = history.query(rendered_holder["fake"].permute(0, 3, 1, 2))
+                optimizers["discriminator"].zero_grad(set_to_none=True)
+                d_loss = lsgan_discriminator_loss(disc(batch["image"].float()), disc(fakes.float()))
+                d_loss.backward()
+                optimizers["discriminator"].step()
+                terms["discriminator"] = float(d_loss)
+            ok_b, terms_b, _, _ = step_on(lambda o, b: objective(core, o, b, with_landmarks=True)[:2],
+                                          "encoder", micro)
+            ok = ok and ok_b
+            terms["landmarks"] = terms_b.get("landmarks", float("nan"))
+        seen += config.batch_size
+        losses_seen.append(terms["total"])
+        if ok:
+            bad_in_row = 0
+            last = terms
+        else:
+            bad_in_row += 1
+            skipped += 1
+            say(f"warning: non-finite loss at {stage} step {step} ({terms}); step skipped")
+            if bad_in_row >= config.max_nonfinite:
+                raise NonFiniteLoss(f"{bad_in_row} non-finite losses in a row at {stage} step {step}: "
+                                    f"last terms {terms}. Lower the learning rate or check the data.")
+        done = step + 1
+        rate = seen / max(time.perf_counter() - t0, 1e-9)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{terms['total']:.4g}", img_s=f"{rate:.1f}")
+        if main and (done % config.log_every == 0 or done == config.steps):
+            for k, v in terms.items():
+                writer.add_scalar(f"{stage}/{k}", v, done)
+            writer.add_scalar(f"{stage}/lr", optimizers["model"].param_groups[0]["lr"], done)
+            writer.add_scalar(f"{stage}/images_per_second", rate, done)
+            if device.type == "cuda":
+                writer.add_scalar(f"{stage}/gpu_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, done)
+        if main and (done % config.image_every == 0 or done == config.steps):
+            picture = reconstruction_grid(core, out, batch)
+            save_png(picture, Path(config.out) / "reconstructions" / f"{stage}-{done:08d}.png")
+            writer.add_image(f"{stage}/reconstructions", picture, done, dataformats="HWC")
+        if done % config.ckpt_every == 0 or done == config.steps:
+            if main:
+                save_checkpoint({
+                    "step": done, "stage": stage, "model": core.state_dict(),
+                    "discriminator": discriminator.state_dict() if discriminator is not None else None,
+                    "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                    "history": history.images, "rng": _rng_state(), "config": vars(config),
+                }, ckpt_dir, stage_index * config.steps + done, config.keep_checkpoints)
+            if world > 1:
+                dist.barrier()
+    if progress is not None:
+        progress.close()
+    elapsed = time.perf_counter() - t0
+    result = {"steps": config.steps - first_step, "seconds": round(elapsed, 2), "skipped": skipped,
+              "images_per_second": round(seen / max(elapsed, 1e-9), 2), "final": last,
+              "loss_history": losses_seen}
+    say(f"{stage}: {result['steps']} steps in {elapsed:.1f} s ({result['images_per_second']} images/s), "
+        f"final loss {last.get('total', float('nan')):.5g}, skipped {skipped}")
+    return result
+

@@ -1,0 +1,2 @@
+"""Training: configuration, batches, objectives, checkpoints and pictures; the loop itself is
+engine/train.py."""
