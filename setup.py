@@ -117,7 +117,9 @@ setup(
     cmdclass={"build_ext": BuildWithCuda},
     install_requires=["numpy", "scipy", "pillow", "torch>=2.4", "tqdm", "tensorboard"],
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        # triton: tests/test_triton.py runs the Triton kernels through its CPU interpreter.
+        # Triton publishes Linux wheels only.
+        "test": ["pytest", "pytest-benchmark", "triton; platform_system == 'Linux'"],
         "triton": ["triton"],
     },
     entry_points={"console_scripts": ["nl3dmm=nl3dmm.cli:main"]},

@@ -1,1 +1,11 @@
-"""Triton kernels of the rendering layer (nl3dmm.kernels). Issue 4 fills this package."""
+"""Triton kernels of the rendering layer (nl3dmm.kernels), used by backend="triton".
+
+    render_math.py   the math of csrc/render_math.h as small @triton.jit helpers
+    rasterize.py     coverage (packed-key atomic_min z-buffer), resolve, and backward
+    interpolate.py   barycentric attribute interpolation and backward
+    texture.py       bilinear texture lookup (clamp / zero / wrap) and backward
+    runtime.py       launching: compiled on CUDA tensors, Triton's interpreter on CPU tensors
+
+Each op module exposes plain functions on validated, contiguous tensors (see
+engine/render/backends/triton.py, which wraps them in the Backend interface).
+"""

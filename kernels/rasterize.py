@@ -1,0 +1,182 @@
+"""rasterize and its backward pass in Triton.
+
+Forward, two passes over a (B, H * W) int64 z-buffer initialised to EMPTY_KEY:
+  1. coverage, one program per block of triangles of one image: project the vertices, set up
+     the snapped triangles, walk their bounding boxes and tl.atomic_min the packed
+     (depth | triangle) key of every covered pixel. A minimum does not depend on the order in
+     which the atomics land, so the result is bit-deterministic on the GPU too.
+  2. resolve, one program per block of pixels: read the winning triangle and recompute
+     (b0, b1, depth) in float64 from the unsnapped vertices; write (b0, b1, depth, id + 1),
+     or zeros on empty pixels, so every element of the output is written.
+Backward, one program per block of pixels: the gradient of (b0, b1, depth) with respect to the
+winning triangle's three vertices, tl.atomic_add-ed into a float64 (B, V, 4) buffer (sums in
+arrival order: not bit-deterministic on the GPU; float64 keeps the spread at rounding level).
+The math is kernels/render_math.py (= csrc/render_math.h).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .render_math import (EMPTY_KEY, fragment_key, load_clip_vertex, maximum_combine, pixel_bounds,
+                          project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
+from .runtime import cdiv, launch, pixel_block, triangle_tile
+
+_EMPTY = torch.iinfo(torch.int64).max
+
+
+@triton.jit
+def _triangle_vertices(tri_ptr, f, active):
+    """Vertex indices of triangles f (0 on inactive lanes)."""
+    i0 = tl.load(tri_ptr + f * 3 + 0, mask=active, other=0)
+    i1 = tl.load(tri_ptr + f * 3 + 1, mask=active, other=0)
+    i2 = tl.load(tri_ptr + f * 3 + 2, mask=active, other=0)
+    return i0, i1, i2
+
+
+@triton.jit
+def _load_projected(pos_ptr, index, active, height, width):
+    """Screen data (sx, sy, depth, fx, fy, valid) of the vertices `index` of one image;
+    inactive lanes read vertex (0, 0, 0, 1)."""
+    x, y, z, w = load_clip_vertex(pos_ptr + index * 4, active, 0.0, 0.0)
+    return project_vertex(x, y, z, w, height, width)
+
+
+@triton.jit
+def _load_triangle(pos_ptr, i0, i1, i2, active):
+    """Clip coordinates (float64) of three vertices, 12 values; inactive lanes get the
+    harmless triangle (-1, -1), (1, -1), (-1, 1) at w = 1."""
+    x0, y0, z0, w0 = load_clip_vertex(pos_ptr + i0 * 4, active, -1.0, -1.0)
+    x1, y1, z1, w1 = load_clip_vertex(pos_ptr + i1 * 4, active, 1.0, -1.0)
+    x2, y2, z2, w2 = load_clip_vertex(pos_ptr + i2 * 4, active, -1.0, 1.0)
+    return x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2
+
+
+@triton.jit
+def _scatter_vertex(grad_ptr, gx, gy, gz, gw, active):
+    """Add one vertex's (x, y, z, w) gradient; relaxed atomics: only the sums matter."""
+    tl.atomic_add(grad_ptr + 0, gx, mask=active, sem="relaxed")
+    tl.atomic_add(grad_ptr + 1, gy, mask=active, sem="relaxed")
+    tl.atomic_add(grad_ptr + 2, gz, mask=active, sem="relaxed")
+    tl.atomic_add(grad_ptr + 3, gw, mask=active, sem="relaxed")
+
+
+@triton.jit
+def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, height, width,
+                     CULL: tl.constexpr, TRIS: tl.constexpr, PIXELS: tl.constexpr):
+    """Pass 1. Program (i, b): triangles [i * TRIS, (i + 1) * TRIS) of image b."""
+    b = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0) * TRIS + tl.arange(0, TRIS)
+    live = t < num_triangles
+    pos_ptr += b * num_vertices * 4
+    zbuf_ptr += b * height * width
+
+    v0, v1, v2 = _triangle_vertices(tri_ptr, t, live)
+    _, _, d0, fx0, fy0, ok0 = _load_projected(pos_ptr, v0, live, height, width)
+    _, _, d1, fx1, fy1, ok1 = _load_projected(pos_ptr, v1, live, height, width)
+    _, _, d2, fx2, fy2, ok2 = _load_projected(pos_ptr, v2, live, height, width)
+    x_lo, x_hi, y_lo, y_hi = pixel_bounds(fx0, fy0, fx1, fy1, fx2, fy2, height, width)
+    area2, orient, owns0, owns1, owns2, draws = setup_triangle(fx0, fy0, fx1, fy1, fx2, fy2, CULL)
+    draws = draws & live & ok0 & ok1 & ok2 & (x_lo <= x_hi) & (y_lo <= y_hi)
+
+    # Walk every triangle's bounding box PIXELS pixels at a time, as a flat index into it;
+    # the block loops as long as its largest box needs. (A while loop: Triton 3.6's
+    # interpreter cannot take a tensor as a range() bound.)
+    box_w = tl.where(draws, x_hi - x_lo + 1, 1)
+    box_area = tl.where(draws, box_w * (y_hi - y_lo + 1), 0)
+    largest = tl.reduce(box_area, 0, maximum_combine).to(tl.int32)
+    start = tl.full((), 0, tl.int32)
+    while start < largest:
+        k = start + tl.arange(0, PIXELS)[None, :]
+        in_box = k < box_area[:, None]
+        row = y_lo[:, None] + k // box_w[:, None]
+        col = x_lo[:, None] + k % box_w[:, None]
+        key, covered = fragment_key(fx0[:, None], fy0[:, None], fx1[:, None], fy1[:, None],
+                                    fx2[:, None], fy2[:, None], d0[:, None], d1[:, None],
+                                    d2[:, None], area2[:, None], orient[:, None], owns0[:, None],
+                                    owns1[:, None], owns2[:, None], row, col, t[:, None])
+        tl.atomic_min(zbuf_ptr + row * width + col, key, mask=in_box & covered, sem="relaxed")
+        start += PIXELS
+
+
+@triton.jit
+def _resolve_kernel(pos_ptr, tri_ptr, zbuf_ptr, out_ptr, num_vertices, height, width,
+                    BLOCK: tl.constexpr):
+    """Pass 2. Program (i, b): pixels [i * BLOCK, (i + 1) * BLOCK) of image b."""
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = p < height * width
+    pos_ptr += b * num_vertices * 4
+    key = tl.load(zbuf_ptr + b * height * width + p, mask=live, other=EMPTY_KEY)
+    hit = key != EMPTY_KEY
+    f = tl.where(hit, (key & 0xFFFFFFFF).to(tl.int32), 0)
+    i0, i1, i2 = _triangle_vertices(tri_ptr, f, hit)
+    x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, i0, i1, i2, hit)
+    px = (p % width).to(tl.float64) + 0.5
+    py = (p // width).to(tl.float64) + 0.5
+    b0, b1, depth = resolve_pixel(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py,
+                                  height, width)
+    out = out_ptr + (b * height * width + p) * 4
+    tl.store(out + 0, tl.where(hit, b0, 0.0), mask=live)
+    tl.store(out + 1, tl.where(hit, b1, 0.0), mask=live)
+    tl.store(out + 2, tl.where(hit, depth, 0.0), mask=live)
+    tl.store(out + 3, tl.where(hit, (f + 1).to(tl.float64), 0.0), mask=live)
+
+
+@triton.jit
+def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, grad_pos_ptr, num_vertices,
+                     height, width, BLOCK: tl.constexpr):
+    """Program (i, b): pixels [i * BLOCK, (i + 1) * BLOCK) of image b scatter their gradient
+    into grad_pos (float64, (B, V, 4))."""
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = p < height * width
+    pos_ptr += b * num_vertices * 4
+    grad_pos_ptr += b * num_vertices * 4
+    pixel = (b * height * width + p) * 4
+    f = tl.load(rast_ptr + pixel + 3, mask=live, other=0.0).to(tl.int32) - 1
+    g_b0 = tl.load(grad_rast_ptr + pixel + 0, mask=live, other=0.0).to(tl.float64)
+    g_b1 = tl.load(grad_rast_ptr + pixel + 1, mask=live, other=0.0).to(tl.float64)
+    g_depth = tl.load(grad_rast_ptr + pixel + 2, mask=live, other=0.0).to(tl.float64)
+    active = live & (f >= 0) & ((g_b0 != 0.0) | (g_b1 != 0.0) | (g_depth != 0.0))
+    f = tl.where(active, f, 0)
+    i0, i1, i2 = _triangle_vertices(tri_ptr, f, active)
+    x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, i0, i1, i2, active)
+    px = (p % width).to(tl.float64) + 0.5
+    py = (p // width).to(tl.float64) + 0.5
+    gx0, gy0, gz0, gw0, gx1, gy1, gz1, gw1, gx2, gy2, gz2, gw2 = resolve_pixel_backward(
+        x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width, g_b0, g_b1, g_depth)
+    _scatter_vertex(grad_pos_ptr + i0 * 4, gx0, gy0, gz0, gw0, active)
+    _scatter_vertex(grad_pos_ptr + i1 * 4, gx1, gy1, gz1, gw1, active)
+    _scatter_vertex(grad_pos_ptr + i2 * 4, gx2, gy2, gz2, gw2, active)
+
+
+def rasterize(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, cull_backfaces: bool,
+              out: torch.Tensor) -> torch.Tensor:
+    """pos (B, V, 4) float32/64 and tri (F, 3) int32, both contiguous on one device; writes
+    the (B, H, W, 4) raster into out (pos's dtype) and returns it."""
+    B, V, _ = pos.shape
+    F = tri.shape[0]
+    zbuf = torch.full((B, height * width), _EMPTY, dtype=torch.int64, device=pos.device)
+    tris, pixels = triangle_tile(pos.device, F)
+    # enable_fp_fusion=False: no fused multiply-adds on the GPU, so the depth that orders the
+    # fragments is rounded exactly as in the C++ kernels and the reference.
+    launch(_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height, width,
+           CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
+    block = pixel_block(pos.device, height * width)
+    launch(_resolve_kernel, (cdiv(height * width, block), B), pos.device, pos, tri, zbuf, out, V,
+           height, width, BLOCK=block, enable_fp_fusion=False)
+    return out
+
+
+def rasterize_backward(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
+                       grad_rast: torch.Tensor) -> torch.Tensor:
+    """Gradient of the raster's (b0, b1, depth) with respect to pos, in pos's dtype."""
+    B, V, _ = pos.shape
+    _, H, W, _ = rast.shape
+    acc = torch.zeros((B, V, 4), dtype=torch.float64, device=pos.device)
+    block = pixel_block(pos.device, H * W)
+    launch(_backward_kernel, (cdiv(H * W, block), B), pos.device, pos, tri, rast, grad_rast, acc,
+           V, H, W, BLOCK=block)
+    return acc.to(pos.dtype)

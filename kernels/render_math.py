@@ -1,0 +1,371 @@
+"""The per-vertex, per-triangle and per-pixel math of the rendering layer, in Triton.
+
+This restates csrc/render_math.h (the C++/CUDA kernels' header) helper by helper, with the
+same names and the same order of floating-point operations, so that the Triton kernels decide
+coverage and visibility exactly as the C++ kernels do (integer edge functions, the same
+float32-rounded depth key) and produce the same values to rounding. Change both together;
+tests/test_triton.py holds them equal. Conventions are documented in engine/render/ops.py.
+
+Every helper works elementwise on blocks of any shape. Two Triton typing rules shape the code:
+  * an integer tensor combined with a Python float gives float32, so integers that enter the
+    float64 math are converted with `.to(tl.float64)` or multiply a float64 tensor;
+  * Python float literals may become float32 constants, so the only constant that float32
+    cannot hold exactly, 1/3, is computed in float64 (`one / 3.0`).
+Lanes that hold no triangle are given harmless values by the callers (w = 1, a non-degenerate
+dummy triangle), so that no helper divides by zero: the GPU would not care, but the CPU
+interpreter (numpy) would warn.
+"""
+import triton
+import triton.language as tl
+
+SUBPIXEL_SCALE = tl.constexpr(256.0)  # kSubpixelScale: fixed point in 1/256 pixel
+GUARD_BAND = tl.constexpr(1048576.0)  # kGuardBandPixels: keeps edge functions inside int64
+# The z-buffer holds ((sortable depth bits - 2^31) << 32) | triangle as a *signed* int64 (the
+# GPU's atomic_min is signed), i.e. render_math.h's unsigned key shifted by -2^63: same order.
+EMPTY_KEY = tl.constexpr(0x7FFFFFFFFFFFFFFF)
+CLAMP = tl.constexpr(0)  # BoundaryMode
+ZERO = tl.constexpr(1)
+WRAP = tl.constexpr(2)
+
+
+@triton.jit
+def maximum_combine(a, b):
+    """Combine function for tl.reduce (tl.max is a @triton.jit helper the interpreter cannot
+    call from a kernel chosen at run time, see kernels/runtime.py)."""
+    return tl.maximum(a, b)
+
+
+# ---- coverage: projection, fixed-point edge functions, fill rule, depth key ---------------
+
+@triton.jit
+def floor_to_int(x):
+    """floor() of a float64 as int64, as render_math.h's floor_to_int (truncate, then fix)."""
+    i = x.to(tl.int64)
+    return i - (x < i.to(tl.float64)).to(tl.int64)
+
+
+@triton.jit
+def floor_div(a, b):
+    """Integer floor division for b > 0, whatever the sign convention of `//`."""
+    q = a // b
+    return tl.where(q * b > a, q - 1, q)
+
+
+@triton.jit
+def project_vertex(x, y, z, w, height, width):
+    """Clip -> screen of float64 vertices: (sx, sy, depth, fx, fy, valid), fx, fy snapped to
+    1/256 pixel (int64). valid: w > 0 and inside the guard band (project_vertex)."""
+    valid = w > 0.0
+    inv_w = tl.where(valid, 1.0 / tl.where(valid, w, 1.0), 0.0)
+    sx = (x * inv_w + 1.0) * 0.5 * width
+    sy = (y * inv_w + 1.0) * 0.5 * height
+    depth = z * inv_w
+    valid = valid & (tl.abs(sx) < GUARD_BAND) & (tl.abs(sy) < GUARD_BAND)
+    # Invalid vertices are snapped from 0.0 so that no huge value meets the int conversion.
+    fx = tl.where(valid, floor_to_int(tl.where(valid, sx, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
+    fy = tl.where(valid, floor_to_int(tl.where(valid, sy, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
+    return sx, sy, depth, fx, fy, valid
+
+
+@triton.jit
+def edge(ax, ay, bx, by, px, py):
+    """Edge function, > 0 when p is left of a->b (counter-clockwise, y up). Exact on int64
+    fixed-point inputs (edge_fixed), float64 otherwise (edge_real)."""
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+
+
+@triton.jit
+def owns_edge(dx, dy):
+    """The fill rule: antisymmetric under edge reversal, so of two triangles sharing an edge
+    exactly one owns the pixel centres lying on it."""
+    return (dy < 0) | ((dy == 0) & (dx < 0))
+
+
+@triton.jit
+def pixel_bounds(fx0, fy0, fx1, fy1, fx2, fy2, height, width):
+    """Pixels whose centres the snapped bounding box contains, clipped to the image:
+    (x_lo, x_hi, y_lo, y_hi) inclusive, empty when lo > hi (pixel_bounds)."""
+    xmin = tl.minimum(tl.minimum(fx0, fx1), fx2)
+    xmax = tl.maximum(tl.maximum(fx0, fx1), fx2)
+    ymin = tl.minimum(tl.minimum(fy0, fy1), fy2)
+    ymax = tl.maximum(tl.maximum(fy0, fy1), fy2)
+    # Pixel k has its centre at k * 256 + 128 in fixed point.
+    x_lo = tl.maximum(-floor_div(128 - xmin, 256), 0)
+    x_hi = tl.minimum(floor_div(xmax - 128, 256), width - 1)
+    y_lo = tl.maximum(-floor_div(128 - ymin, 256), 0)
+    y_hi = tl.minimum(floor_div(ymax - 128, 256), height - 1)
+    return x_lo, x_hi, y_lo, y_hi
+
+
+@triton.jit
+def setup_triangle(fx0, fy0, fx1, fy1, fx2, fy2, CULL: tl.constexpr):
+    """(area2, orient, owns0, owns1, owns2, draws) of snapped triangles (setup_triangle).
+    area2 is twice the snapped area made positive (1 where the triangle draws nothing, so it
+    can divide); edge k runs from vertex k+1 to vertex k+2; draws is false for zero area and
+    for culled back faces."""
+    area2 = edge(fx0, fy0, fx1, fy1, fx2, fy2)
+    draws = area2 != 0
+    if CULL:
+        draws = draws & (area2 > 0)
+    orient = tl.where(area2 > 0, 1, -1).to(tl.int64)
+    owns0 = owns_edge(orient * (fx2 - fx1), orient * (fy2 - fy1))
+    owns1 = owns_edge(orient * (fx0 - fx2), orient * (fy0 - fy2))
+    owns2 = owns_edge(orient * (fx1 - fx0), orient * (fy1 - fy0))
+    area2 = tl.where(draws, orient * area2, 1)
+    return area2, orient, owns0, owns1, owns2, draws
+
+
+@triton.jit
+def depth_key(depth32, triangle):
+    """The z-buffer key of a float32 depth and an int triangle index: smaller is nearer, ties
+    go to the smaller index. Equal to ((sortable_float_bits(depth32) - 2^31) << 32) | triangle:
+    for bits >= 0 that is bits itself; for negative floats it is ~bits - 2^31, which in int32
+    is bits ^ 0x7FFFFFFF."""
+    bits = depth32.to(tl.int32, bitcast=True)
+    high = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (high.to(tl.int64) << 32) | triangle.to(tl.int64)
+
+
+@triton.jit
+def fragment_key(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, area2, orient, owns0, owns1, owns2,
+                 row, col, triangle):
+    """(key, covered) of pixel (row, col) for a set-up triangle (fragment_key): covered when
+    the pixel centre is inside (fill rule on the edges) and the depth, interpolated in float64
+    from the exact integer edge values and rounded to float32, lies in [-1, 1]."""
+    px = col.to(tl.int64) * 256 + 128
+    py = row.to(tl.int64) * 256 + 128
+    e0 = orient * edge(fx1, fy1, fx2, fy2, px, py)
+    e1 = orient * edge(fx2, fy2, fx0, fy0, px, py)
+    e2 = orient * edge(fx0, fy0, fx1, fy1, px, py)
+    covered = (e0 > 0) | ((e0 == 0) & owns0)
+    covered = covered & ((e1 > 0) | ((e1 == 0) & owns1))
+    covered = covered & ((e2 > 0) | ((e2 == 0) & owns2))
+    depth = (e0.to(tl.float64) * d0 + e1.to(tl.float64) * d1 + e2.to(tl.float64) * d2
+             ) / area2.to(tl.float64)
+    depth32 = depth.to(tl.float32)
+    covered = covered & (depth32 >= -1.0) & (depth32 <= 1.0)
+    return depth_key(depth32, triangle), covered
+
+
+# ---- resolve: perspective-correct barycentrics and depth in float64, and their gradient ----
+
+@triton.jit
+def load_clip_vertex(vertex_ptr, active, dummy_x, dummy_y):
+    """(x, y, z, w) in float64 of the vertices at vertex_ptr; inactive lanes read nothing and
+    get (dummy_x, dummy_y, 0, 1), a corner of a harmless triangle."""
+    x = tl.load(vertex_ptr + 0, mask=active, other=dummy_x).to(tl.float64)
+    y = tl.load(vertex_ptr + 1, mask=active, other=dummy_y).to(tl.float64)
+    z = tl.load(vertex_ptr + 2, mask=active, other=0.0).to(tl.float64)
+    w = tl.load(vertex_ptr + 3, mask=active, other=1.0).to(tl.float64)
+    return x, y, z, w
+
+
+@triton.jit
+def resolve_pixel(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width):
+    """(b0, b1, depth) at screen point (px, py) of the unsnapped triangle (resolve_pixel):
+    perspective-correct barycentrics of vertices 0 and 1, screen-linear depth. A triangle whose
+    exact area is 0 (the snapped one had area) gives (1/3, 1/3, mean depth)."""
+    inv_w0 = 1.0 / w0
+    inv_w1 = 1.0 / w1
+    inv_w2 = 1.0 / w2
+    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
+    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
+    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
+    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
+    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
+    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
+    d0 = z0 * inv_w0
+    d1 = z1 * inv_w1
+    d2 = z2 * inv_w2
+    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
+    flat = area == 0.0
+    area = tl.where(flat, 1.0, area)
+    l0 = edge(sx1, sy1, sx2, sy2, px, py) / area
+    l1 = edge(sx2, sy2, sx0, sy0, px, py) / area
+    l2 = edge(sx0, sy0, sx1, sy1, px, py) / area
+    q0 = l0 * inv_w0
+    q1 = l1 * inv_w1
+    q2 = l2 * inv_w2
+    qsum = q0 + q1 + q2
+    qsum = tl.where(flat, 1.0, qsum)
+    third = tl.full(px.shape, 1.0, tl.float64) / 3.0
+    b0 = tl.where(flat, third, q0 / qsum)
+    b1 = tl.where(flat, third, q1 / qsum)
+    depth = tl.where(flat, (d0 + d1 + d2) / 3.0, l0 * d0 + l1 * d1 + l2 * d2)
+    return b0, b1, depth
+
+
+@triton.jit
+def resolve_pixel_backward(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width,
+                           g_b0, g_b1, g_depth):
+    """Gradient of resolve_pixel's (b0, b1, depth) with respect to the clip coordinates, as 12
+    values (dx0, dy0, dz0, dw0, dx1, ..., dw2); zero where the exact area is 0
+    (resolve_pixel_backward, same derivation)."""
+    inv_w0 = 1.0 / w0
+    inv_w1 = 1.0 / w1
+    inv_w2 = 1.0 / w2
+    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
+    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
+    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
+    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
+    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
+    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
+    d0 = z0 * inv_w0
+    d1 = z1 * inv_w1
+    d2 = z2 * inv_w2
+    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
+    flat = area == 0.0
+    area = tl.where(flat, 1.0, area)
+    l0 = edge(sx1, sy1, sx2, sy2, px, py) / area
+    l1 = edge(sx2, sy2, sx0, sy0, px, py) / area
+    l2 = edge(sx0, sy0, sx1, sy1, px, py) / area
+    q0 = l0 * inv_w0
+    q1 = l1 * inv_w1
+    q2 = l2 * inv_w2
+    qsum = q0 + q1 + q2
+    qsum = tl.where(flat, 1.0, qsum)
+    b0 = q0 / qsum
+    b1 = q1 / qsum
+    # b_i = q_i / sum(q): d b_i / d q_k = (delta_ik - b_i) / sum(q); g_b2 = 0.
+    gb_dot_b = g_b0 * b0 + g_b1 * b1
+    g_q0 = (g_b0 - gb_dot_b) / qsum
+    g_q1 = (g_b1 - gb_dot_b) / qsum
+    g_q2 = (0.0 - gb_dot_b) / qsum
+    g_l0 = g_q0 * inv_w0 + g_depth * d0
+    g_l1 = g_q1 * inv_w1 + g_depth * d1
+    g_l2 = g_q2 * inv_w2 + g_depth * d2
+    g_inv_w0 = g_q0 * l0
+    g_inv_w1 = g_q1 * l1
+    g_inv_w2 = g_q2 * l2
+    g_d0 = g_depth * l0
+    g_d1 = g_depth * l1
+    g_d2 = g_depth * l2
+    # l_k = e_k / area.
+    g_area = 0.0 - g_l0 * l0 / area
+    g_area -= g_l1 * l1 / area
+    g_area -= g_l2 * l2 / area
+    # d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px); edge k runs
+    # from vertex i = k+1 to vertex j = k+2. Sums in render_math.h's order (k = 0, 1, 2).
+    g_e0 = g_l0 / area
+    g_e1 = g_l1 / area
+    g_e2 = g_l2 / area
+    # k = 0: i = 1, j = 2
+    g_sx1 = g_e0 * (sy2 - py)
+    g_sy1 = g_e0 * (px - sx2)
+    g_sx2 = g_e0 * (py - sy1)
+    g_sy2 = g_e0 * (sx1 - px)
+    # k = 1: i = 2, j = 0
+    g_sx2 += g_e1 * (sy0 - py)
+    g_sy2 += g_e1 * (px - sx0)
+    g_sx0 = g_e1 * (py - sy2)
+    g_sy0 = g_e1 * (sx2 - px)
+    # k = 2: i = 0, j = 1
+    g_sx0 += g_e2 * (sy1 - py)
+    g_sy0 += g_e2 * (px - sx1)
+    g_sx1 += g_e2 * (py - sy0)
+    g_sy1 += g_e2 * (sx0 - px)
+    # area = edge(v0, v1, v2), with v2 in the role of p.
+    g_sx0 += g_area * (sy1 - sy2)
+    g_sy0 += g_area * (sx2 - sx1)
+    g_sx1 += g_area * (sy2 - sy0)
+    g_sy1 += g_area * (sx0 - sx2)
+    g_sx2 += g_area * (sy0 - sy1)
+    g_sy2 += g_area * (sx1 - sx0)
+    # sx = (x / w + 1) W / 2, sy = (y / w + 1) H / 2, depth = z / w, inv_w = 1 / w.
+    gx0, gy0, gz0, gw0 = vertex_backward(g_sx0, g_sy0, g_d0, g_inv_w0, x0, y0, z0, inv_w0,
+                                         height, width)
+    gx1, gy1, gz1, gw1 = vertex_backward(g_sx1, g_sy1, g_d1, g_inv_w1, x1, y1, z1, inv_w1,
+                                         height, width)
+    gx2, gy2, gz2, gw2 = vertex_backward(g_sx2, g_sy2, g_d2, g_inv_w2, x2, y2, z2, inv_w2,
+                                         height, width)
+    zero = tl.full(px.shape, 0.0, tl.float64)
+    return (tl.where(flat, zero, gx0), tl.where(flat, zero, gy0), tl.where(flat, zero, gz0),
+            tl.where(flat, zero, gw0), tl.where(flat, zero, gx1), tl.where(flat, zero, gy1),
+            tl.where(flat, zero, gz1), tl.where(flat, zero, gw1), tl.where(flat, zero, gx2),
+            tl.where(flat, zero, gy2), tl.where(flat, zero, gz2), tl.where(flat, zero, gw2))
+
+
+@triton.jit
+def vertex_backward(g_sx, g_sy, g_depth, g_inv_w, x, y, z, inv_w, height, width):
+    """Chain rule through one vertex's projection: gradient of (x, y, z, w)."""
+    gx = g_sx * (0.5 * width * inv_w)
+    gy = g_sy * (0.5 * height * inv_w)
+    gz = g_depth * inv_w
+    # Every w-dependence goes through 1/w: d(a / w)/dw = -(a / w) / w.
+    gw = -(gx * x + gy * y + gz * z + g_inv_w * inv_w) * inv_w
+    return gx, gy, gz, gw
+
+
+# ---- bilinear texture lookup ---------------------------------------------------------------
+# Texel (i, j) of an Ht x Wt texture has its centre at uv = ((j + 0.5) / Wt, (i + 0.5) / Ht).
+
+@triton.jit
+def wrap_index(i, n):
+    r = i % n
+    return tl.where(r < 0, r + n, r)
+
+
+@triton.jit
+def bilinear_tap(yy, xx, tex_h, tex_w, MODE: tl.constexpr):
+    """(row-major texel index, inside) of one tap after the boundary rule; a tap outside the
+    texture in ZERO mode reads texel 0 with inside = False (its weight becomes 0)."""
+    if MODE == WRAP:
+        yy = wrap_index(yy, tex_h)
+        xx = wrap_index(xx, tex_w)
+    elif MODE == CLAMP:
+        yy = tl.minimum(tl.maximum(yy, 0), tex_h - 1)
+        xx = tl.minimum(tl.maximum(xx, 0), tex_w - 1)
+    inside = (yy >= 0) & (yy < tex_h) & (xx >= 0) & (xx < tex_w)  # always true but in ZERO
+    return tl.where(inside, yy * tex_w + xx, 0), inside
+
+
+@triton.jit
+def bilinear_taps(u, v, tex_h, tex_w, MODE: tl.constexpr):
+    """The four taps of float64 (u, v) (bilinear_taps): texel indices and inside flags of
+    (y0, x0), (y0, x1), (y1, x0), (y1, x1), then the fractional position (fx, fy)."""
+    x = u * tex_w - 0.5
+    y = v * tex_h - 0.5
+    xf = tl.floor(x)
+    yf = tl.floor(y)
+    fx = x - xf
+    fy = y - yf
+    if MODE == WRAP:  # reduce first so that huge uv cannot overflow the int conversion
+        x0 = (xf - tex_w * tl.floor(xf / tex_w)).to(tl.int64)
+        y0 = (yf - tex_h * tl.floor(yf / tex_h)).to(tl.int64)
+    else:  # clamping to +-2 texels outside keeps every tap's meaning in both other modes
+        lim_x = tex_w + 2.0  # exact even in float32: textures are at most 16384 texels wide
+        lim_y = tex_h + 2.0
+        x0 = tl.where(xf < -2.0, -2.0, tl.where(xf > lim_x, lim_x, xf)).to(tl.int64)
+        y0 = tl.where(yf < -2.0, -2.0, tl.where(yf > lim_y, lim_y, yf)).to(tl.int64)
+    i00, in00 = bilinear_tap(y0, x0, tex_h, tex_w, MODE)
+    i01, in01 = bilinear_tap(y0, x0 + 1, tex_h, tex_w, MODE)
+    i10, in10 = bilinear_tap(y0 + 1, x0, tex_h, tex_w, MODE)
+    i11, in11 = bilinear_tap(y0 + 1, x0 + 1, tex_h, tex_w, MODE)
+    return i00, i01, i10, i11, in00, in01, in10, in11, fx, fy
+
+
+@triton.jit
+def bilinear_weights(fx, fy, in00, in01, in10, in11):
+    """Tap weights in the order of bilinear_taps; 0 for taps outside (bilinear_weights)."""
+    w00 = (1.0 - fy) * (1.0 - fx)
+    w01 = (1.0 - fy) * fx
+    w10 = fy * (1.0 - fx)
+    w11 = fy * fx
+    return (tl.where(in00, w00, 0.0), tl.where(in01, w01, 0.0), tl.where(in10, w10, 0.0),
+            tl.where(in11, w11, 0.0))
+
+
+@triton.jit
+def bilinear_weight_grads(fx, fy, in00, in01, in10, in11, tex_h, tex_w):
+    """d(weights)/du then d(weights)/dv, 8 values (bilinear_weight_grads)."""
+    du00 = -(1.0 - fy) * tex_w
+    du01 = (1.0 - fy) * tex_w
+    du10 = -fy * tex_w
+    du11 = fy * tex_w
+    dv00 = -(1.0 - fx) * tex_h
+    dv01 = -fx * tex_h
+    dv10 = (1.0 - fx) * tex_h
+    dv11 = fx * tex_h
+    return (tl.where(in00, du00, 0.0), tl.where(in01, du01, 0.0), tl.where(in10, du10, 0.0),
+            tl.where(in11, du11, 0.0), tl.where(in00, dv00, 0.0), tl.where(in01, dv01, 0.0),
+            tl.where(in10, dv10, 0.0), tl.where(in11, dv11, 0.0))

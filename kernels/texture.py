@@ -1,0 +1,118 @@
+"""sample_texture and its backward pass in Triton: one program per block of pixels of one image.
+
+Bilinear lookup with the clamp / zero / wrap boundary rules of render_math; the mode and the
+channel count are compile-time constants (one kernel variant each, the channel loop unrolled).
+Taps and weights are computed in float64 and the sum over taps rounded once to the texture's
+dtype, as in the C++ kernel. Backward: d out / d uv is a per-pixel gather (float64); d out /
+d tex a scatter to the four taps, tl.atomic_add-ed into a float64 buffer of tex's shape (a
+shared (1, Ht, Wt, C) texture collects every image's share).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .render_math import bilinear_taps, bilinear_weight_grads, bilinear_weights
+from .runtime import cdiv, launch, pixel_block
+
+BOUNDARY_MODES = {"clamp": 0, "zero": 1, "wrap": 2}  # render_math CLAMP, ZERO, WRAP
+
+
+@triton.jit
+def _taps(uv_ptr, pixel, live, tex_h, tex_w, MODE: tl.constexpr):
+    u = tl.load(uv_ptr + pixel * 2 + 0, mask=live, other=0.0).to(tl.float64)
+    v = tl.load(uv_ptr + pixel * 2 + 1, mask=live, other=0.0).to(tl.float64)
+    return bilinear_taps(u, v, tex_h, tex_w, MODE)
+
+
+@triton.jit
+def _forward_kernel(tex_ptr, uv_ptr, out_ptr, tex_h, tex_w, height, width,
+                    BATCHED: tl.constexpr, MODE: tl.constexpr, CHANNELS: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = p < height * width
+    pixel = b * height * width + p
+    i00, i01, i10, i11, in00, in01, in10, in11, fx, fy = _taps(uv_ptr, pixel, live, tex_h, tex_w,
+                                                               MODE)
+    w00, w01, w10, w11 = bilinear_weights(fx, fy, in00, in01, in10, in11)
+    if BATCHED:
+        tex_ptr += b * tex_h * tex_w * CHANNELS
+    for c in tl.static_range(CHANNELS):
+        t00 = tl.load(tex_ptr + i00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t01 = tl.load(tex_ptr + i01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t10 = tl.load(tex_ptr + i10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t11 = tl.load(tex_ptr + i11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        tl.store(out_ptr + pixel * CHANNELS + c, w00 * t00 + w01 * t01 + w10 * t10 + w11 * t11,
+                 mask=live)
+
+
+@triton.jit
+def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, grad_tex_ptr, grad_uv_ptr, tex_h, tex_w,
+                     height, width,
+                     BATCHED: tl.constexpr, MODE: tl.constexpr, CHANNELS: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = p < height * width
+    pixel = b * height * width + p
+    i00, i01, i10, i11, in00, in01, in10, in11, fx, fy = _taps(uv_ptr, pixel, live, tex_h, tex_w,
+                                                               MODE)
+    w00, w01, w10, w11 = bilinear_weights(fx, fy, in00, in01, in10, in11)
+    du00, du01, du10, du11, dv00, dv01, dv10, dv11 = bilinear_weight_grads(
+        fx, fy, in00, in01, in10, in11, tex_h, tex_w)
+    if BATCHED:
+        tex_ptr += b * tex_h * tex_w * CHANNELS
+        grad_tex_ptr += b * tex_h * tex_w * CHANNELS
+    g_u = tl.full([BLOCK], 0.0, tl.float64)
+    g_v = tl.full([BLOCK], 0.0, tl.float64)
+    for c in tl.static_range(CHANNELS):
+        g = tl.load(grad_out_ptr + pixel * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        gt00 = g * tl.load(tex_ptr + i00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        gt01 = g * tl.load(tex_ptr + i01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        gt10 = g * tl.load(tex_ptr + i10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        gt11 = g * tl.load(tex_ptr + i11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        g_u += du00 * gt00
+        g_u += du01 * gt01
+        g_u += du10 * gt10
+        g_u += du11 * gt11
+        g_v += dv00 * gt00
+        g_v += dv01 * gt01
+        g_v += dv10 * gt10
+        g_v += dv11 * gt11
+        # Taps with weight 0 (outside in ZERO mode, or exactly on a texel line) add nothing.
+        # Relaxed atomics: only the sums matter.
+        grad_c = grad_tex_ptr + c
+        tl.atomic_add(grad_c + i00 * CHANNELS, w00 * g, mask=live & (w00 != 0.0), sem="relaxed")
+        tl.atomic_add(grad_c + i01 * CHANNELS, w01 * g, mask=live & (w01 != 0.0), sem="relaxed")
+        tl.atomic_add(grad_c + i10 * CHANNELS, w10 * g, mask=live & (w10 != 0.0), sem="relaxed")
+        tl.atomic_add(grad_c + i11 * CHANNELS, w11 * g, mask=live & (w11 != 0.0), sem="relaxed")
+    tl.store(grad_uv_ptr + pixel * 2 + 0, g_u, mask=live)
+    tl.store(grad_uv_ptr + pixel * 2 + 1, g_v, mask=live)
+
+
+def sample_texture(tex: torch.Tensor, tex_batched: bool, uv: torch.Tensor, boundary: str,
+                   out: torch.Tensor) -> torch.Tensor:
+    """tex (B or 1, Ht, Wt, C), uv (B, H, W, 2), contiguous on one device and of one dtype;
+    writes (B, H, W, C) into out and returns it."""
+    B, H, W, _ = uv.shape
+    _, Ht, Wt, C = tex.shape
+    block = pixel_block(uv.device, H * W)
+    launch(_forward_kernel, (cdiv(H * W, block), B), uv.device, tex, uv, out, Ht, Wt, H, W,
+           BATCHED=bool(tex_batched), MODE=BOUNDARY_MODES[boundary], CHANNELS=C, BLOCK=block)
+    return out
+
+
+def sample_texture_backward(tex: torch.Tensor, tex_batched: bool, uv: torch.Tensor, boundary: str,
+                            grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_tex of tex's shape, grad_uv of uv's shape)."""
+    B, H, W, _ = uv.shape
+    _, Ht, Wt, C = tex.shape
+    grad_tex = torch.zeros(tex.shape, dtype=torch.float64, device=tex.device)
+    grad_uv = torch.empty_like(uv)
+    block = pixel_block(uv.device, H * W)
+    launch(_backward_kernel, (cdiv(H * W, block), B), uv.device, tex, uv, grad_out, grad_tex,
+           grad_uv, Ht, Wt, H, W, BATCHED=bool(tex_batched), MODE=BOUNDARY_MODES[boundary],
+           CHANNELS=C, BLOCK=block)
+    return grad_tex.to(tex.dtype), grad_uv

@@ -1,0 +1,315 @@
+"""backend="triton": the Triton kernels (kernels/) against the pure-torch reference and the CPU
+backend, forward and backward, plus gradchecks and poisoned output buffers.
+
+Without a GPU the kernels run on CPU tensors through Triton's interpreter, which costs
+milliseconds per program, so the cases are small: B = 2, 16 x 20 images, 30 triangles, 8 x 9
+textures. test_kernels_compile_for_the_gpu compiles every launch ahead of time for an H100
+(no GPU needed) so that the compiled path is checked too; the tests marked gpu run the
+compiled kernels where a CUDA device exists.
+
+Tolerances as in the CPU tests: triangle ids exactly equal; values max-abs error relative to
+the largest reference value <= 1e-5 (float32) / 1e-12 (float64).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+try:
+    import triton  # noqa: F401  (in extras_require["test"]: CI always installs it)
+except ImportError:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("triton is not installed: pip install -e '.[test]'", allow_module_level=True)
+
+from triton.runtime.jit import JITFunction
+
+import nl3dmm
+from nl3dmm.kernels import interpolate as k_interpolate
+from nl3dmm.kernels import rasterize as k_rasterize
+from nl3dmm.kernels import runtime
+from nl3dmm.kernels import texture as k_texture
+from nl3dmm.render import reference
+from nl3dmm.render.backends import available_backends, resolve_backend_name
+from nl3dmm.render.backends.triton import TritonBackend
+
+from meshes import assert_rel_close, jittered_grid, min_edge_distance, random_soup
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+B, H, W = 2, 16, 20
+V, F = 24, 30
+TEX_H, TEX_W, C = 8, 9, 3
+
+
+def _soup(dtype, perspective=True):
+    return random_soup(B, V, F, dtype, perspective)
+
+
+def _uv_away_from_kinks(shape, tex_h=TEX_H, tex_w=TEX_W, lo=-0.3, hi=1.3, margin=0.05,
+                        dtype=torch.float64):
+    """uv at least `margin` texels from the texel-centre lines where bilinear has kinks."""
+    uv = torch.rand(*shape, 2, dtype=torch.float64) * (hi - lo) + lo
+    scale = torch.tensor([tex_w, tex_h], dtype=torch.float64)
+    x = uv * scale - 0.5
+    frac = (x - x.floor()).clamp(margin, 1 - margin)
+    return ((x.floor() + frac + 0.5) / scale).to(dtype)
+
+
+def _smooth_grid(nx, ny, H, W):
+    """A grid mesh whose pixel centres stay clear of edges (visibility fixed under gradcheck's
+    perturbations), as in test_rasterize."""
+    for _ in range(200):
+        pos, tri = jittered_grid(1, nx, ny)
+        if min_edge_distance(pos, tri, reference.rasterize(pos, tri, (H, W))) > 0.006:
+            return pos, tri
+    raise RuntimeError("could not draw a grid with pixels clear of edges")
+
+
+# ---- availability and dispatch ------------------------------------------------------------
+
+def test_available_but_never_chosen_for_cpu_tensors(monkeypatch):
+    monkeypatch.delenv("NL3DMM_BACKEND", raising=False)
+    assert available_backends()["triton"] is None
+    assert resolve_backend_name(None, torch.device("cpu")) == "cpu"
+    assert resolve_backend_name("triton", torch.device("cpu")) == "triton"
+
+
+# ---- rasterize ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cull", [False, True])
+@pytest.mark.parametrize("perspective", [False, True])
+def test_rasterize_matches_reference_and_cpu(seed, dtype, cull, perspective):
+    pos, tri = _soup(dtype, perspective)
+    rast = nl3dmm.rasterize(pos, tri, (H, W), cull, backend="triton")
+    cpu = nl3dmm.rasterize(pos, tri, (H, W), cull, backend="cpu")
+    ref = reference.rasterize(pos.double(), tri, (H, W), cull)
+    assert rast.dtype == dtype and rast.shape == (B, H, W, 4)
+    assert torch.equal(rast[..., 3].long(), ref[..., 3].long()), "triangle ids differ from the reference"
+    assert torch.equal(rast[..., 3], cpu[..., 3]), "triangle ids differ from the CPU backend"
+    assert (ref[..., 3] > 0).float().mean() > 0.2, "test mesh covers too little to be useful"
+    assert_rel_close(rast[..., :3], ref[..., :3], TOL[dtype], "raster vs reference")
+    assert_rel_close(rast[..., :3], cpu[..., :3], TOL[dtype], "raster vs cpu")
+
+
+def test_rasterize_fill_rule_and_depth_ties(seed):
+    """Pixel centres exactly on shared edges (vertices snapped to pixel centres) and exact
+    depth ties (duplicated triangles) are decided as by the CPU backend, bit for bit."""
+    pos, tri = jittered_grid(1, 7, 5, torch.float32, jitter=0.0, perspective=False)
+    pos[..., :2] = ((pos[..., :2] + 1) * 16).round().add(0.5).div(16).sub(1).clamp(-1, 1)
+    tri = torch.cat([tri, tri.flip(0)])  # every triangle twice: ties go to the smaller index
+    rast = nl3dmm.rasterize(pos, tri, (32, 32), backend="triton")
+    assert (rast[..., 3] > 0).float().mean() > 0.5
+    assert torch.equal(rast, nl3dmm.rasterize(pos, tri, (32, 32), backend="cpu"))
+    assert int(rast[..., 3].max()) <= tri.shape[0] // 2, "a duplicate won a depth tie"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rasterize_backward_matches_reference(seed, dtype):
+    pos, tri = _soup(dtype)
+    grad = torch.randn(B, H, W, 4, dtype=torch.float64)
+    grads = {}
+    for backend in ("triton", "cpu"):
+        p = pos.clone().requires_grad_(True)
+        nl3dmm.rasterize(p, tri, (H, W), backend=backend).backward(grad.to(dtype))
+        grads[backend] = p.grad
+    p_ref = pos.double().requires_grad_(True)
+    reference.rasterize(p_ref, tri, (H, W)).backward(grad)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10  # as test_rasterize: gradients amplify
+    assert grads["triton"].dtype == dtype
+    assert_rel_close(grads["triton"], p_ref.grad, tol, "d rast / d pos vs reference")
+    assert_rel_close(grads["triton"], grads["cpu"], TOL[dtype], "d rast / d pos vs cpu")
+
+
+def test_rasterize_gradcheck(seed):
+    """Full gradcheck on a tiny case: one interpreted launch per input and per output."""
+    pos, tri = _smooth_grid(2, 1, 5, 6)
+    pos.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda p: nl3dmm.rasterize(p, tri, (5, 6), backend="triton")[..., :3], (pos,),
+        eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=1e-12)
+
+
+# ---- interpolate --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True])
+def test_interpolate_matches_reference_and_cpu(seed, dtype, shared):
+    pos, tri = _soup(dtype)
+    rast = nl3dmm.rasterize(pos, tri, (H, W), backend="cpu")
+    attr = torch.randn(1 if shared else B, V, 5, dtype=dtype)
+    grad = torch.randn(B, H, W, 5, dtype=torch.float64)
+    results = {}
+    for backend in ("triton", "cpu"):
+        a, r = attr.clone().requires_grad_(True), rast.clone().requires_grad_(True)
+        out = nl3dmm.interpolate(a, r, tri, backend=backend)
+        out.backward(grad.to(dtype))
+        results[backend] = (out.detach(), a.grad, r.grad)
+    a_ref, r_ref = attr.double().requires_grad_(True), rast.double().requires_grad_(True)
+    ref = reference.interpolate(a_ref, r_ref, tri)
+    ref.backward(grad)
+    out, g_attr, g_rast = results["triton"]
+    assert out.shape == (B, H, W, 5) and out.dtype == dtype and g_attr.shape == attr.shape
+    for actual, expected, what in ((out, ref, "interpolate"), (g_attr, a_ref.grad, "d out / d attr"),
+                                   (g_rast, r_ref.grad, "d out / d rast")):
+        assert_rel_close(actual, expected, TOL[dtype], f"{what} vs reference")
+    for actual, expected, what in zip(results["triton"], results["cpu"], ("out", "d attr", "d rast")):
+        assert_rel_close(actual, expected, TOL[dtype], f"{what} vs cpu")
+    assert (g_rast[..., 2:] == 0).all(), "depth and id channels get no gradient"
+
+
+def test_interpolate_gradcheck(seed):
+    pos, tri = jittered_grid(2, 2, 1)
+    rast = nl3dmm.rasterize(pos, tri, (3, 4), backend="cpu")
+    attr = torch.randn(2, pos.shape[1], 2, dtype=torch.float64, requires_grad=True)
+    shared = torch.randn(pos.shape[1], 2, dtype=torch.float64, requires_grad=True)
+    bary = rast[..., :2].clone().requires_grad_(True)
+    rest = rast[..., 2:]
+
+    def f(a, b):
+        return nl3dmm.interpolate(a, torch.cat([b, rest], -1), tri, backend="triton")
+
+    assert torch.autograd.gradcheck(f, (attr, bary), eps=1e-6, atol=1e-8, nondet_tol=1e-12)
+    assert torch.autograd.gradcheck(lambda a: f(a, bary.detach()), (shared,), eps=1e-6, atol=1e-8,
+                                    nondet_tol=1e-12)
+
+
+# ---- sample_texture -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("boundary", ["clamp", "zero", "wrap"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_sample_texture_matches_reference_and_cpu(seed, dtype, boundary, shared):
+    tex = torch.randn(1 if shared else B, TEX_H, TEX_W, C, dtype=dtype)
+    uv = _uv_away_from_kinks((B, H, W), dtype=dtype)
+    grad = torch.randn(B, H, W, C, dtype=torch.float64)
+    results = {}
+    for backend in ("triton", "cpu"):
+        t, u = tex.clone().requires_grad_(True), uv.clone().requires_grad_(True)
+        out = nl3dmm.sample_texture(t, u, boundary, backend=backend)
+        out.backward(grad.to(dtype))
+        results[backend] = (out.detach(), t.grad, u.grad)
+    t_ref, uv_ref = tex.double().requires_grad_(True), uv.double().requires_grad_(True)
+    ref = reference.sample_texture(t_ref, uv_ref, boundary)
+    ref.backward(grad)
+    out, g_tex, g_uv = results["triton"]
+    assert out.shape == (B, H, W, C) and out.dtype == dtype and g_tex.shape == tex.shape
+    assert_rel_close(out, ref, TOL[dtype], f"sample_texture[{boundary}] vs reference")
+    assert_rel_close(g_tex, t_ref.grad, TOL[dtype], "d out / d tex vs reference")
+    assert_rel_close(g_uv, uv_ref.grad, TOL[dtype] * 10, "d out / d uv vs reference")
+    for actual, expected, what in zip(results["triton"], results["cpu"], ("out", "d tex", "d uv")):
+        assert_rel_close(actual, expected, TOL[dtype], f"{what} vs cpu")
+
+
+@pytest.mark.parametrize("boundary", ["clamp", "zero", "wrap"])
+def test_sample_texture_gradcheck(seed, boundary):
+    tex = torch.randn(2, 3, 4, 1, dtype=torch.float64, requires_grad=True)
+    uv = _uv_away_from_kinks((2, 2, 3), 3, 4).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t, u: nl3dmm.sample_texture(t, u, boundary, backend="triton"), (tex, uv),
+        eps=1e-7, atol=1e-6, nondet_tol=1e-12)
+
+
+# ---- every output element written ---------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_output_element_written(seed, dtype):
+    """NaN-poisoned out buffers must come back fully written, empty pixels included."""
+    backend = TritonBackend()
+    pos, tri = _soup(dtype)
+    rast = torch.full((B, H, W, 4), float("nan"), dtype=dtype)
+    backend.rasterize(pos, tri, H, W, False, out=rast)
+    assert not torch.isnan(rast).any()
+    assert (rast[..., 3] > 0).any() and (rast[..., 3] == 0).any()
+    assert (rast[rast[..., 3] == 0] == 0).all(), "empty pixels must be all zero"
+
+    out = torch.full((B, H, W, 3), float("nan"), dtype=dtype)
+    backend.interpolate(torch.randn(B, V, 3, dtype=dtype), True, rast, tri, out=out)
+    assert not torch.isnan(out).any() and (out[rast[..., 3] == 0] == 0).all()
+
+    out = torch.full((B, H, W, C), float("nan"), dtype=dtype)
+    tex = torch.randn(1, TEX_H, TEX_W, C, dtype=dtype)
+    backend.sample_texture(tex, False, torch.rand(B, H, W, 2, dtype=dtype) * 1.4 - 0.2, "zero", out=out)
+    assert not torch.isnan(out).any()
+
+    with pytest.raises(ValueError, match="out must be"):
+        backend.rasterize(pos, tri, H, W, False, out=torch.empty(B, H, W, 4, dtype=torch.float16))
+
+
+# ---- the compiled path --------------------------------------------------------------------
+
+def _recorded_launches(monkeypatch) -> list:
+    """(kernel, args, meta) of every launch of a forward + backward through the three ops in
+    float32 and float64, both cull settings, shared and batched inputs, every boundary mode."""
+    launches = []
+    real_launch = runtime.launch
+
+    def record(kernel, grid, device, *args, **meta):
+        launches.append((kernel, args, meta))
+        real_launch(kernel, grid, device, *args, **meta)
+
+    for module in (k_rasterize, k_interpolate, k_texture):
+        monkeypatch.setattr(module, "launch", record)
+    for dtype in (torch.float32, torch.float64):
+        pos, tri = random_soup(2, 6, 4, dtype)
+        p = pos.clone().requires_grad_(True)
+        rast = nl3dmm.rasterize(p, tri, (4, 5), dtype == torch.float32, backend="triton")
+        uv = nl3dmm.interpolate(torch.rand(6, 2, dtype=dtype), rast, tri, backend="triton")
+        uv = uv + nl3dmm.interpolate(torch.rand(2, 6, 2, dtype=dtype), rast, tri, backend="triton")
+        loss = uv.sum()
+        for boundary, tex_batch in (("clamp", 1), ("zero", 2), ("wrap", 1)):
+            tex = torch.rand(tex_batch, 3, 3, 2, dtype=dtype, requires_grad=True)
+            loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton").sum()
+        loss.backward()
+    return launches
+
+
+def test_kernels_compile_for_the_gpu(monkeypatch):
+    """Compile each kernel variant that the ops launch for an H100 (sm_90), ahead of time and
+    without a GPU: the interpreter never runs Triton's compiler, so this is what catches
+    compiled-mode-only errors in CI. One dtype per variant keeps it to ~20 compilations."""
+    if not isinstance(k_rasterize._coverage_kernel, JITFunction):
+        pytest.skip("TRITON_INTERPRET=1 is set: every kernel is an interpreted one")
+    launches = _recorded_launches(monkeypatch)
+    assert len({kernel for kernel, _, _ in launches}) == 7, "expected all seven kernels"
+    compiled = set()
+    for kernel, args, meta in launches:
+        variant = (kernel, tuple(sorted(meta.items())))
+        if variant not in compiled:
+            binary = runtime.compile_for_gpu(kernel, args, meta, arch=90)
+            assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
+            compiled.add(variant)
+
+
+# ---- on a GPU: the compiled kernels ---------------------------------------------------------
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu_and_is_deterministic(seed):
+    pos, tri = random_soup(4, 300, 600, torch.float32)
+    size = (96, 128)
+    cpu = nl3dmm.rasterize(pos, tri, size, backend="cpu")
+    runs = [nl3dmm.rasterize(pos.cuda(), tri.cuda(), size, backend="triton") for _ in range(3)]
+    for run in runs[1:]:
+        assert torch.equal(run, runs[0]), "GPU rasterization is not bit-deterministic"
+    rast = runs[0].cpu()
+    assert torch.equal(rast[..., 3], cpu[..., 3]), "triangle ids differ from the CPU backend"
+    assert_rel_close(rast[..., :3], cpu[..., :3], 1e-5, "raster vs cpu")
+
+    grad = torch.randn(4, *size, 4)
+    p = pos.cuda().requires_grad_(True)
+    nl3dmm.rasterize(p, tri.cuda(), size, backend="triton").backward(grad.cuda())
+    p_cpu = pos.clone().requires_grad_(True)
+    nl3dmm.rasterize(p_cpu, tri, size, backend="cpu").backward(grad)
+    assert_rel_close(p.grad.cpu(), p_cpu.grad, 1e-5, "d rast / d pos vs cpu")
+
+    attr = torch.rand(300, 2)
+    uv_gpu = nl3dmm.interpolate(attr.cuda(), runs[0], tri.cuda(), backend="triton")
+    uv_cpu = nl3dmm.interpolate(attr, cpu, tri, backend="cpu")
+    assert_rel_close(uv_gpu.cpu(), uv_cpu, 1e-5, "interpolate vs cpu")
+    tex = torch.rand(4, 64, 64, 3)
+    for boundary in ("clamp", "zero", "wrap"):
+        out_gpu = nl3dmm.sample_texture(tex.cuda(), uv_gpu * 1.2 - 0.1, boundary, backend="triton")
+        out_cpu = nl3dmm.sample_texture(tex, uv_gpu.cpu() * 1.2 - 0.1, boundary, backend="cpu")
+        assert_rel_close(out_gpu.cpu(), out_cpu, 1e-5, f"sample_texture[{boundary}] vs cpu")
