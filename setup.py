@@ -87,7 +87,9 @@ class BuildWithCuda(build_ext):
         objects = []
         for source in sorted(CSRC.rglob("*.cu")):
             obj = out_dir / (source.stem + ".o")
-            cmd = [nvcc, "-c", str(source), "-o", str(obj), "-O3", "-std=c++17", "--threads", "0",
+            # --fmad=false: contracting a*b+c into one rounding would move snapped vertex
+            # positions and depth keys off the CPU and Triton kernels' bits (same ids everywhere).
+            cmd = [nvcc, "-c", str(source), "-o", str(obj), "-O3", "-std=c++17", "--threads", "0", "--fmad=false",
                    "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
                    f"-I{CSRC}", *gencode]
             print(" ".join(cmd))

@@ -5,6 +5,8 @@
 // then one thread per pixel resolves the winner's barycentrics in double precision.
 // Backward passes scatter with atomicAdd: gradients are correct but their float summation
 // order, hence their last bits, may vary between runs (the forward outputs never do).
+// setup.py compiles with --fmad=false so that the snapping and depth-key arithmetic rounds
+// exactly as on the CPU: triangle ids then match the other backends bit for bit.
 //
 // STATUS: compiled in CI, not yet run on a GPU (issue 3). The first session with a device
 // must run tests/test_cuda.py and compute-sanitizer before anyone relies on these kernels.
