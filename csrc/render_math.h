@@ -276,6 +276,24 @@ NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int h
     }
 }
 
+// ---- attribute interpolation ---------------------------------------------------------------
+
+// out[c] = b0 * a[v0][c] + b1 * a[v1][c] + (1 - b0 - b1) * a[v2][c] for the pixel's triangle,
+// 0 on empty pixels. rs: the pixel's raster (b0, b1, depth, id + 1); attr: (V, C) of its image.
+template <typename T>
+NL_HD void interpolate_pixel(const T* rs, const int32_t* tri, const T* attr, int64_t C, T* out) {
+    const int64_t f = (int64_t)rs[3] - 1;
+    if (f < 0) {
+        for (int64_t c = 0; c < C; ++c) out[c] = T(0);
+        return;
+    }
+    const T* a0 = attr + (int64_t)tri[f * 3 + 0] * C;
+    const T* a1 = attr + (int64_t)tri[f * 3 + 1] * C;
+    const T* a2 = attr + (int64_t)tri[f * 3 + 2] * C;
+    const T w0 = rs[0], w1 = rs[1], w2 = T(1) - rs[0] - rs[1];
+    for (int64_t c = 0; c < C; ++c) out[c] = w0 * a0[c] + w1 * a1[c] + w2 * a2[c];
+}
+
 // ---- bilinear texture lookup -------------------------------------------------------------
 // Texel (i, j) of an Ht x Wt texture has its centre at uv = ((j + 0.5) / Wt, (i + 0.5) / Ht);
 // u runs along columns, v along rows (row 0 at v = 0).

@@ -124,19 +124,36 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
     }
 }
 
-// Sums per-image gradient buffers into one shared (un-batched) gradient in batch order, so
-// the result does not depend on which thread handled which image.
-struct OrderedSum {
-    std::vector<double> total;
-    explicit OrderedSum(int64_t n) : total(n, 0.0) {}
-    void add(const std::vector<double>& part) {
-        for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
-    }
-};
-
 template <typename T>
 void store(const std::vector<double>& src, T* dst) {
     for (size_t i = 0; i < src.size(); ++i) dst[i] = (T)src[i];
+}
+
+// Scatter-adds of a backward pass (to vertices, texels), deterministically: each image's
+// contributions are summed by one thread in raster order into a double buffer of `size`
+// values, which is written to its own slice of `dst` (batched) or, for a shared
+// (un-batched) input, added to a running total in batch order. Neither result depends on
+// which thread handled which image, so gradients are bit-identical for any thread count.
+// accumulate(b, double* acc) adds image b's contributions to the zeroed acc.
+template <typename T, typename Accumulate>
+void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&& accumulate) {
+    std::vector<double> total(batched ? 0 : size, 0.0);
+#pragma omp parallel
+    {
+        std::vector<double> acc(size);
+#pragma omp for schedule(static, 1) ordered
+        for (int64_t b = 0; b < B; ++b) {
+            std::fill(acc.begin(), acc.end(), 0.0);
+            accumulate(b, acc.data());
+            if (batched) {
+                store(acc, dst + b * size);
+            } else {
+#pragma omp ordered
+                for (int64_t i = 0; i < size; ++i) total[i] += acc[i];
+            }
+        }
+    }
+    if (!batched) store(total, dst);
 }
 
 }  // namespace
@@ -173,31 +190,24 @@ void rasterize_backward(const T* pos, const int32_t* tri, const T* rast, const T
                         int64_t B, int64_t V, int64_t F, int H, int W, T* grad_pos) {
     (void)F;
     const int64_t pixels = (int64_t)H * W;
-#pragma omp parallel
-    {
-        std::vector<double> acc(V * 4);
-#pragma omp for schedule(dynamic)
-        for (int64_t b = 0; b < B; ++b) {
-            std::fill(acc.begin(), acc.end(), 0.0);
-            const T* pos_b = pos + b * V * 4;
-            for (int64_t p = 0; p < pixels; ++p) {
-                const T* rs = rast + (b * pixels + p) * 4;
-                const int64_t f = (int64_t)rs[3] - 1;
-                if (f < 0) continue;
-                const T* g = grad_rast + (b * pixels + p) * 4;
-                if (g[0] == T(0) && g[1] == T(0) && g[2] == T(0)) continue;
-                ClipVertex v[3];
-                load_triangle(pos_b, tri, f, v);
-                double grad[3][4];
-                resolve_pixel_backward(v, (int)(p / W), (int)(p % W), H, W, g[0], g[1], g[2], grad);
-                for (int k = 0; k < 3; ++k) {
-                    double* a = acc.data() + (int64_t)tri[f * 3 + k] * 4;
-                    for (int c = 0; c < 4; ++c) a[c] += grad[k][c];
-                }
+    scatter_by_image(B, V * 4, /*batched=*/true, grad_pos, [&](int64_t b, double* acc) {
+        const T* pos_b = pos + b * V * 4;
+        for (int64_t p = 0; p < pixels; ++p) {
+            const T* rs = rast + (b * pixels + p) * 4;
+            const int64_t f = (int64_t)rs[3] - 1;
+            if (f < 0) continue;
+            const T* g = grad_rast + (b * pixels + p) * 4;
+            if (g[0] == T(0) && g[1] == T(0) && g[2] == T(0)) continue;
+            ClipVertex v[3];
+            load_triangle(pos_b, tri, f, v);
+            double grad[3][4];
+            resolve_pixel_backward(v, (int)(p / W), (int)(p % W), H, W, g[0], g[1], g[2], grad);
+            for (int k = 0; k < 3; ++k) {
+                double* a = acc + (int64_t)tri[f * 3 + k] * 4;
+                for (int c = 0; c < 4; ++c) a[c] += grad[k][c];
             }
-            store(acc, grad_pos + b * V * 4);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -206,20 +216,7 @@ void interpolate_forward(const T* attr, bool attr_batched, const T* rast, const 
     const int64_t pixels = (int64_t)H * W;
 #pragma omp parallel for schedule(static)
     for (int64_t bp = 0; bp < B * pixels; ++bp) {
-        const int64_t b = bp / pixels;
-        const T* rs = rast + bp * 4;
-        T* o = out + bp * C;
-        const int64_t f = (int64_t)rs[3] - 1;
-        if (f < 0) {
-            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-            continue;
-        }
-        const T* a = attr + (attr_batched ? b * V * C : 0);
-        const T* a0 = a + (int64_t)tri[f * 3 + 0] * C;
-        const T* a1 = a + (int64_t)tri[f * 3 + 1] * C;
-        const T* a2 = a + (int64_t)tri[f * 3 + 2] * C;
-        const T w0 = rs[0], w1 = rs[1], w2 = T(1) - rs[0] - rs[1];
-        for (int64_t c = 0; c < C; ++c) o[c] = w0 * a0[c] + w1 * a1[c] + w2 * a2[c];
+        interpolate_pixel(rast + bp * 4, tri, attr + (attr_batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
     }
 }
 
@@ -250,35 +247,21 @@ void interpolate_backward(const T* attr, bool attr_batched, const T* rast, const
         gr[0] = (T)g0;
         gr[1] = (T)g1;
     }
-    // d out / d attr: a scatter to vertices, done per image in raster order.
-    OrderedSum shared(attr_batched ? 0 : V * C);
-#pragma omp parallel
-    {
-        std::vector<double> acc(V * C);
-#pragma omp for schedule(static, 1) ordered
-        for (int64_t b = 0; b < B; ++b) {
-            std::fill(acc.begin(), acc.end(), 0.0);
-            for (int64_t p = 0; p < pixels; ++p) {
-                const int64_t bp = b * pixels + p;
-                const T* rs = rast + bp * 4;
-                const int64_t f = (int64_t)rs[3] - 1;
-                if (f < 0) continue;
-                const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
-                const T* g = grad_out + bp * C;
-                for (int k = 0; k < 3; ++k) {
-                    double* a = acc.data() + (int64_t)tri[f * 3 + k] * C;
-                    for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
-                }
-            }
-            if (attr_batched) {
-                store(acc, grad_attr + b * V * C);
-            } else {
-#pragma omp ordered
-                shared.add(acc);
+    // d out / d attr: a scatter to vertices.
+    scatter_by_image(B, V * C, attr_batched, grad_attr, [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < pixels; ++p) {
+            const int64_t bp = b * pixels + p;
+            const T* rs = rast + bp * 4;
+            const int64_t f = (int64_t)rs[3] - 1;
+            if (f < 0) continue;
+            const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
+            const T* g = grad_out + bp * C;
+            for (int k = 0; k < 3; ++k) {
+                double* a = acc + (int64_t)tri[f * 3 + k] * C;
+                for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
             }
         }
-    }
-    if (!attr_batched) store(shared.total, grad_attr);
+    });
 }
 
 template <typename T>
@@ -325,34 +308,20 @@ void sample_texture_backward(const T* tex, bool tex_batched, const T* uv, const 
         grad_uv[bp * 2] = (T)gu;
         grad_uv[bp * 2 + 1] = (T)gv;
     }
-    OrderedSum shared(tex_batched ? 0 : texels * C);
-#pragma omp parallel
-    {
-        std::vector<double> acc(texels * C);
-#pragma omp for schedule(static, 1) ordered
-        for (int64_t b = 0; b < B; ++b) {
-            std::fill(acc.begin(), acc.end(), 0.0);
-            for (int64_t p = 0; p < pixels; ++p) {
-                const int64_t bp = b * pixels + p;
-                const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
-                double w[4];
-                bilinear_weights(taps, w);
-                const T* g = grad_out + bp * C;
-                for (int k = 0; k < 4; ++k) {
-                    if (w[k] == 0.0) continue;
-                    double* a = acc.data() + taps.index[k] * C;
-                    for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
-                }
-            }
-            if (tex_batched) {
-                store(acc, grad_tex + b * texels * C);
-            } else {
-#pragma omp ordered
-                shared.add(acc);
+    scatter_by_image(B, texels * C, tex_batched, grad_tex, [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < pixels; ++p) {
+            const int64_t bp = b * pixels + p;
+            const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+            double w[4];
+            bilinear_weights(taps, w);
+            const T* g = grad_out + bp * C;
+            for (int k = 0; k < 4; ++k) {
+                if (w[k] == 0.0) continue;
+                double* a = acc + taps.index[k] * C;
+                for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
             }
         }
-    }
-    if (!tex_batched) store(shared.total, grad_tex);
+    });
 }
 
 #define NL3DMM_INSTANTIATE(T)                                                                      \

@@ -118,19 +118,7 @@ __global__ void interpolate_kernel(const T* __restrict__ attr, bool attr_batched
                                    T* __restrict__ out) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
-    const T* rs = rast + i * 4;
-    T* o = out + i * C;
-    const int64_t f = (int64_t)rs[3] - 1;
-    if (f < 0) {
-        for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-        return;
-    }
-    const T* a = attr + (attr_batched ? (i / pixels) * V * C : 0);
-    const T* a0 = a + (int64_t)tri[f * 3 + 0] * C;
-    const T* a1 = a + (int64_t)tri[f * 3 + 1] * C;
-    const T* a2 = a + (int64_t)tri[f * 3 + 2] * C;
-    const T w0 = rs[0], w1 = rs[1], w2 = T(1) - rs[0] - rs[1];
-    for (int64_t c = 0; c < C; ++c) o[c] = w0 * a0[c] + w1 * a1[c] + w2 * a2[c];
+    interpolate_pixel(rast + i * 4, tri, attr + (attr_batched ? (i / pixels) * V * C : 0), C, out + i * C);
 }
 
 template <typename T>
