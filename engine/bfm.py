@@ -14,8 +14,12 @@ Sources (what each file holds; keys and layouts as the cited code reads them):
   sample script `main_show_with_BFM.m` builds a face as
   `vertex = mu_shape + mu_exp + w * Shape_Para + w_exp * Exp_Para; reshape(vertex, 3, V)`,
   i.e. the (3V,) vectors are interleaved x0 y0 z0 x1 ... (MATLAB's column-major reshape), and
-  the parameters multiply the bases as stored: `w` has orthonormal columns so `Shape_Para` is in
-  BFM units (about 1e5), while `w_exp` carries its own scale and `Exp_Para` is about 1.
+  the parameters multiply the bases as stored, with no sigma scaling: `w` has unit columns
+  (`Shape_Para` is in BFM units, about 1e5; `sigma` is its prior standard deviation, as face3d's
+  `fit.py` uses `shapeEV`), while `w_exp` carries its own scale and `Exp_Para` is about 1.
+  Checked with real numbers (tests/test_bfm.py): 3DDFA's real basis rows at the 68 landmarks,
+  written into such files, move the landmarks of the 16 AFLW2000-3D samples from 2.4-6.9 px
+  (mean shape) to 0.3-1.9 px of `pt3d_68` under each sample's own parameters.
   Python readers doing the same: 3DDFA (cleardusk, `u = u_shp + u_exp`, `w_shp`, `w_exp` taken
   from these files), face3d (`load_BFM`: `shapeMU + expMU`, `shapePC @ sp + expPC @ ep`,
   `reshape([3, V], 'F').T`).
