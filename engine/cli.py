@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,26 @@ def _train(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(text) for text in args.overrides)
     config = make_config(args.config, **overrides)
     summary = train(config, resume=args.resume)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
         print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _convert_bfm(args: argparse.Namespace) -> int:
+    from .bfm import convert_300wlp, convert_bfm2009
+
+    start = time.perf_counter()
+    if args.model_shape and (args.vertex_map or args.index_base is not None):
+        raise ValueError("--vertex-map / --index-base apply to --bfm2009 only (Model_Shape.mat is already reduced)")
+    if args.model_shape:
+        basis = convert_300wlp(args.model_shape, args.model_exp, args.shape_components, args.exp_components)
+    else:
+        basis = convert_bfm2009(args.bfm2009, args.model_exp, args.vertex_map, args.index_base,
+                                args.shape_components, args.exp_components)
+    out = basis.save(args.out)
+    expression = f"{basis.num_exp} expression" if basis.exp_basis is not None else "no expression (neutral shapes)"
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB; {basis.num_vertices} vertices, "
+          f"{basis.num_shape} shape + {expression} components; {time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -50,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out/")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(run=_train)
+    convert = sub.add_parser(
+        "convert-bfm", help="turn the BFM-derived bases you downloaded into the compact basis.npz that dense "
+                            "ground-truth shapes need (Shape_Para/Exp_Para of 300W-LP)")
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-shape", help="300W-LP Code/ModelGeneration/Model_Shape.mat (53,215 vertices)")
+    source.add_argument("--bfm2009", help="BFM 2009 01_MorphableModel.mat (53,490 vertices; reduced to 53,215)")
+    convert.add_argument("--model-exp", help="300W-LP Model_Exp.mat or 3DDFA Model_Expression.mat (expression "
+                                             "basis for Exp_Para); without it, with --bfm2009, shapes are neutral")
+    convert.add_argument("--vertex-map", help="with --bfm2009: .mat with map_tddfa_to_basel (0-based) or trimIndex "
+                                              "(1-based); default: the bundled map_tddfa_to_basel.mat")
+    convert.add_argument("--index-base", type=int, choices=[0, 1], help="override the vertex map's index base")
+    convert.add_argument("--shape-components", type=int, help="keep the first K identity components (default: all)")
+    convert.add_argument("--exp-components", type=int, help="keep the first K expression components (default: all)")
+    convert.add_argument("--out", required=True, help="output .npz")
+    convert.set_defaults(run=_convert_bfm)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

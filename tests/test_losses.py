@@ -9,9 +9,9 @@ import torch
 
 from nl3dmm.adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss, lsgan_generator_loss
 from nl3dmm.facemodel import load_surrey_model
-from nl3dmm.losses import (constant_albedo_loss, flip_texture, landmark_loss, m_loss, reconstruction_loss,
-                           shape_loss, smoothness_loss, symmetry_loss, texture_loss, uniform_laplacian,
-                           uv_smoothness_loss, white_shading_loss)
+from nl3dmm.losses import (chromaticity, constant_albedo_loss, flip_texture, landmark_loss,
+                           local_albedo_smoothness_loss, m_loss, reconstruction_loss, shape_loss, smoothness_loss,
+                           symmetry_loss, texture_loss, uniform_laplacian, uv_smoothness_loss, white_shading_loss)
 
 D = dict(dtype=torch.float64)
 
@@ -160,3 +160,60 @@ def test_fake_history(seed):
     assert torch.equal(FakeHistory(size=0).query(first), first.detach())
     with pytest.raises(ValueError):
         FakeHistory(size=-1)
+
+
+def _local_albedo_by_loops(albedo, target, visible, alpha=15.0, p=0.8, weight=10.0):
+    """The TPAMI'19 formula written pair by pair (float64 numpy), for the vectorised loss."""
+    A, T, M = albedo.numpy(), (target.numpy() + 1) / 2, visible.numpy().astype(float)
+    C = T / (T.sum(-1, keepdims=True) + 1e-6)
+    total = 0.0
+    for step in ((1, 0), (0, 1)):
+        num = den = 0.0
+        for b in range(A.shape[0]):
+            for i in range(A.shape[1] - step[0]):
+                for j in range(A.shape[2] - step[1]):
+                    k, l = i + step[0], j + step[1]
+                    w = np.exp(-alpha * np.linalg.norm(C[b, i, j] - C[b, k, l])) * M[b, i, j] * M[b, k, l]
+                    d = np.sqrt(((A[b, i, j] - A[b, k, l]) ** 2).sum() + 1e-16) ** p - 1e-16 ** (p / 2)
+                    num, den = num + w * d, den + w
+        total += num / (den + 1e-6)
+    return weight * total
+
+
+def test_local_albedo_smoothness_loss(seed):
+    target = torch.rand(2, 6, 7, 3, **D) * 2 - 1
+    visible = torch.rand(2, 6, 7) > 0.2
+    constant = torch.full((2, 6, 7, 3), 0.3, **D)
+    # zero (its minimum) at any constant albedo, positive, differentiable, the formula pair by pair
+    _check(lambda a: local_albedo_smoothness_loss(a, target, visible), constant, scale=0.3)
+    albedo = torch.rand(2, 6, 7, 3, **D) * 2 - 1
+    assert np.isclose(float(local_albedo_smoothness_loss(albedo, target, visible)),
+                      _local_albedo_by_loops(albedo, target, visible), rtol=1e-10)
+    # the weights are constants: no gradient reaches the ground truth
+    target_grad = target.clone().requires_grad_(True)
+    local_albedo_smoothness_loss(albedo.requires_grad_(True), target_grad, visible).backward()
+    assert target_grad.grad is None and albedo.grad is not None and albedo.grad.abs().sum() > 0
+
+
+def test_local_albedo_smoothness_is_weaker_across_chromaticity_edges():
+    """An albedo edge where the ground truth changes colour costs less than the same edge where
+    it does not; a change of brightness alone (shading) is no colour edge."""
+    n = 8
+    target = torch.full((1, n, n, 3), -0.2, **D)
+    target[:, :, n // 2:] = torch.tensor([0.6, -0.6, -0.6], **D)  # reddish right half: a colour edge
+    albedo_along_edge = torch.zeros(1, n, n, 3, **D)
+    albedo_along_edge[:, :, n // 2:] = 0.5                        # albedo steps where the colour does
+    albedo_across_edge = torch.zeros(1, n, n, 3, **D)
+    albedo_across_edge[:, n // 2:] = 0.5                          # same step, orthogonal: colour is constant
+    along = local_albedo_smoothness_loss(albedo_along_edge, target)
+    across = local_albedo_smoothness_loss(albedo_across_edge, target)
+    assert 0 < along < 0.1 * across
+    # brightness: halving the ground truth's intensity keeps its chromaticity and so the loss
+    darker = (target + 1) / 2 * 0.5 * 2 - 1
+    assert torch.allclose(chromaticity(darker), chromaticity(target), atol=1e-5)
+    assert torch.isclose(local_albedo_smoothness_loss(albedo_across_edge, darker), across, rtol=1e-4)
+    # a pair with a texel outside the visible mask carries no weight: hiding the row where the
+    # albedo steps leaves only equal pairs
+    visible = torch.ones(1, n, n, dtype=torch.bool)
+    visible[:, n // 2] = False
+    assert local_albedo_smoothness_loss(albedo_across_edge, target, visible) == 0
