@@ -115,7 +115,7 @@ setup(
     package_data={"nl3dmm": ["assets/*", "assets/*/*"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithCuda},
-    install_requires=["numpy", "scipy", "pillow", "torch>=2.4"],
+    install_requires=["numpy", "scipy", "pillow", "torch>=2.4", "tqdm"],
     extras_require={
         "test": ["pytest", "pytest-benchmark"],
         "triton": ["triton"],
