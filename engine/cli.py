@@ -38,6 +38,20 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_default_data(args: argparse.Namespace) -> int:
+    from .data.default_data import DEFAULT_DATA_DIR, build_default_data
+
+    out = Path(args.out) if args.out else DEFAULT_DATA_DIR
+    if out.exists() and args.force:
+        import shutil
+        shutil.rmtree(out)
+    manifest = build_default_data(Path(args.shared_data), out, progress=not args.quiet)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{out}: {manifest['counts']['samples']} samples from {manifest['counts']['sources']} photos, "
+          f"{size / 2**20:.1f} MiB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nl3dmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--compress", action="store_true", help="compressed .npz shards (smaller; loaded into memory)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_preprocess)
+    default = sub.add_parser("build-default-data", help="regenerate the bundled default dataset from shared/data",
+                             description="Rebuild nl3dmm/assets/default_data (17 real labelled photos, random crop "
+                                         "offsets with m corrected, flips; fixed seed) from the shared data folder.")
+    default.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+                         help="the project's shared/data folder (default: %(default)s)")
+    default.add_argument("--out", help="output folder (default: the package's assets/default_data)")
+    default.add_argument("--force", action="store_true", help="delete the output folder first")
+    default.add_argument("--quiet", action="store_true", help="no progress bar")
+    default.set_defaults(run=_build_default_data)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
