@@ -114,7 +114,7 @@ setup(
     python_requires=">=3.10",
     packages=["nl3dmm", "nl3dmm.data", "nl3dmm.render", "nl3dmm.render.backends", "nl3dmm.kernels"],
     package_dir={"nl3dmm": "engine", "nl3dmm.kernels": "kernels"},
-    package_data={"nl3dmm": ["assets/*", "assets/*/*"]},
+    package_data={"nl3dmm": ["assets/*", "assets/*/*", "assets/*/*/*"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithCuda},
     install_requires=["numpy", "scipy", "pillow", "torch>=2.4", "tqdm", "tensorboard"],

@@ -35,13 +35,32 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class StoreData:
+    """A training store (engine/data) as TrainingData: the fields the objectives use."""
+
+    FIELDS = ("image", "m", "landmarks", "texture", "texture_mask", "shape")
+
+    def __init__(self, root: str | Path):
+        from .data.loader import TrainingStore
+        self.store = TrainingStore(root)
+        self.fields = [f for f in self.FIELDS if f in self.store.fields]
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        return {f: self.store.gather(f, indices) for f in self.fields}
+
+
 def open_training_data(path: str | None) -> TrainingData:
     """A training store folder, an .npz of arrays, or (None) the bundled default data."""
     if path is not None and str(path).endswith(".npz"):
         with np.load(path) as arrays:
             return ArrayData(**{k: arrays[k] for k in arrays.files})
-    from .data.store import open_store  # the store format of engine/data
-    return open_store(path)
+    if path is None:
+        from .data import default_store
+        path = default_store()
+    return StoreData(path)
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -230,7 +249,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                 d_loss = lsgan_discriminator_loss(disc(batch["image"].float()), disc(fakes.float()))
                 d_loss.backward()
                 optimizers["discriminator"].step()
-                terms["discriminator"] = float(d_loss)
+                terms["discriminator"] = float(d_loss.detach())
             ok_b, terms_b, _, _ = step_on(lambda o, b: objective(core, o, b, with_landmarks=True)[:2],
                                           "encoder", micro)
             ok = ok and ok_b
