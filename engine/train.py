@@ -86,8 +86,8 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _unwrap(module):
-    return module.module if isinstance(module, DistributedDataParallel) else module
+def _floats(terms: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in terms.items()}
 
 
 def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = False, log=print) -> dict:
@@ -120,12 +120,18 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     data = data if data is not None else open_training_data(config.data)
     face_model = load_face_model(config.face_model)
     model = build_model(config.model, face_model).to(device).to(memory_format=torch.channels_last)
+    if config.compile:  # the networks only (the renderer's ops stay eager); compiling the
+        # forward methods keeps the state_dict keys, so checkpoints work with or without it
+        for part in (model.encoder, model.shape_decoder, model.texture_decoder):
+            part.forward = torch.compile(part.forward)
     stages = ["pretrain", "finetune"] if config.stage == "both" else [config.stage]
     discriminator = None
     if "finetune" in stages and config.adversarial_weight > 0:
         discriminator = PatchDiscriminator().to(device)
     say(parameter_summary(model))
     say(f"training on {device} x {world} process(es), {len(data)} samples, stages {stages}")
+    if "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
+        say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture)")
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
@@ -221,6 +227,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         finite = torch.isfinite(total).float()
         if world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        # The step's one host sync: a non-finite step must be skipped before opt.step().
         ok = bool(finite.item())
         if ok:
             if config.grad_clip > 0:
@@ -228,7 +235,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
             opt.step()
         else:
             opt.zero_grad(set_to_none=True)
-        return ok, {k: float(v) for k, v in terms_sum.items()} | {"total": float(total)}, out, batch
+        return ok, {**terms_sum, "total": total}, out, batch
 
     for step in range(first_step, config.steps):
         set_lr(step)
@@ -249,11 +256,11 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                 d_loss = lsgan_discriminator_loss(disc(batch["image"].float()), disc(fakes.float()))
                 d_loss.backward()
                 optimizers["discriminator"].step()
-                terms["discriminator"] = float(d_loss.detach())
+                terms["discriminator"] = d_loss.detach()
             ok_b, terms_b, _, _ = step_on(lambda o, b: objective(core, o, b, with_landmarks=True)[:2],
                                           "encoder", micro)
             ok = ok and ok_b
-            terms["landmarks"] = terms_b.get("landmarks", float("nan"))
+            terms["landmarks"] = terms_b["landmarks"]
         seen += config.batch_size
         losses_seen.append(terms["total"])
         if ok:
@@ -262,17 +269,20 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         else:
             bad_in_row += 1
             skipped += 1
+            terms = _floats(terms)
             say(f"warning: non-finite loss at {stage} step {step} ({terms}); step skipped")
             if bad_in_row >= config.max_nonfinite:
                 raise NonFiniteLoss(f"{bad_in_row} non-finite losses in a row at {stage} step {step}: "
                                     f"last terms {terms}. Lower the learning rate or check the data.")
         done = step + 1
         rate = seen / max(time.perf_counter() - t0, 1e-9)
+        logging = done % config.log_every == 0 or done == config.steps
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{terms['total']:.4g}", img_s=f"{rate:.1f}")
-        if main and (done % config.log_every == 0 or done == config.steps):
-            for k, v in terms.items():
+            if logging:  # reading the loss waits for the device: only at log steps
+                progress.set_postfix(loss=f"{float(terms['total']):.4g}", img_s=f"{rate:.1f}")
+        if main and logging:
+            for k, v in _floats(terms).items():
                 writer.add_scalar(f"{stage}/{k}", v, done)
             writer.add_scalar(f"{stage}/lr", optimizers["model"].param_groups[0]["lr"], done)
             writer.add_scalar(f"{stage}/images_per_second", rate, done)
@@ -295,9 +305,10 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
     if progress is not None:
         progress.close()
     elapsed = time.perf_counter() - t0
+    last = _floats(last)
     result = {"steps": config.steps - first_step, "seconds": round(elapsed, 2), "skipped": skipped,
               "images_per_second": round(seen / max(elapsed, 1e-9), 2), "final": last,
-              "loss_history": losses_seen}
+              "loss_history": [float(v) for v in losses_seen]}
     say(f"{stage}: {result['steps']} steps in {elapsed:.1f} s ({result['images_per_second']} images/s), "
         f"final loss {last.get('total', float('nan')):.5g}, skipped {skipped}")
     return result

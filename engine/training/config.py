@@ -45,8 +45,8 @@ PRESETS: dict[str, dict] = {
     "cvpr18": dict(model="cvpr18", stage="both", steps=20000, batch_size=128),
     "cvpr18-finetune": dict(model="cvpr18", stage="finetune", batch_size=64),
     "tpami19": dict(model="tpami19", stage="both", steps=20000, batch_size=128),
-    "quick": dict(model="cvpr18", stage="both", steps=30, batch_size=8, log_every=5, image_every=30,
-                  ckpt_every=15, out="runs/quick"),
+    "quick": dict(model="cvpr18", stage="both", steps=20, batch_size=4, log_every=5, image_every=20,
+                  ckpt_every=10, out="runs/quick"),
     "tiny": dict(model="cvpr18", face_model="surrey", stage="pretrain", steps=20, batch_size=4,
                  log_every=5, image_every=20, ckpt_every=10, out="runs/tiny", progress=False),
 }
