@@ -20,7 +20,7 @@ from .render import interpolate, rasterize, sample_texture
 
 def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,
                    triangles: torch.Tensor, texture_size: tuple[int, int] = (192, 224),
-                   depth_tolerance: float = 0.02, backend: str | None = None
+                   depth_tolerance: float = 0.05, backend: str | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unwrap `image` into UV space.
 

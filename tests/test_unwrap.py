@@ -3,7 +3,7 @@ mean shape posed by its `Pose_Para`, then rendered again with the same shape and
 give the photo back on the visible face.
 
 Stated bound (images in [0, 1]): mean L1 over the visible face <= 0.04 per image and <= 0.02
-averaged over the 16 samples (two bilinear resamplings blur edges; measured 0.006-0.037,
+averaged over the 16 samples (two bilinear resamplings blur edges; measured 0.007-0.038,
 the worst at 71 degrees of yaw where texels are stretched), and at least 90 % of the rendered
 face uses only visible texels.
 """
