@@ -84,6 +84,23 @@ def _build_default_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_aflw2000(args: argparse.Namespace) -> int:
+    import json
+
+    from .aflw2000_eval import evaluate_checkpoint
+
+    start = time.perf_counter()
+    result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
+                                 progress=not args.quiet)
+    print(result.report.table())
+    used = int(result.landmark_mask.sum())
+    print(f"{len(result.names)} faces, {used} of 68 landmarks used; {time.perf_counter() - start:.1f} s"
+          + (f"; wrote {args.out}" if args.out else ""))
+    if args.out is None and args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nl3dmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     default.add_argument("--force", action="store_true", help="delete the output folder first")
     default.add_argument("--quiet", action="store_true", help="no progress bar")
     default.set_defaults(run=_build_default_data)
+    evaluation = sub.add_parser("eval", help="evaluate a trained checkpoint on a benchmark")
+    bench = evaluation.add_subparsers(dest="benchmark", required=True)
+    aflw = bench.add_parser("aflw2000", help="68-landmark 2-D NME per yaw bin on AFLW2000-3D",
+                            description="For every imageXXXXX.jpg + .mat in --data: crop 224 x 224 from the "
+                                        "ground-truth landmark box (as 3DDFA/PRNet evaluations do), predict, map the "
+                                        "68 projected landmark vertices back to the photo and score them with NME "
+                                        "(normalised by sqrt(w*h) of the GT box) per |yaw| bin.")
+    aflw.add_argument("--data", required=True, help="folder of AFLW2000-3D images and .mat labels")
+    aflw.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
+    aflw.add_argument("--out", help="JSON file for the summary and per-face NME")
+    aflw.add_argument("--json", action="store_true", help="print the JSON summary when --out is not given")
+    aflw.add_argument("--batch", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    aflw.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    aflw.add_argument("--quiet", action="store_true", help="no progress bar")
+    aflw.set_defaults(run=_eval_aflw2000)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
