@@ -101,6 +101,31 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"--box needs x0,y0,x1,y1, got {text!r}")
+    try:
+        return tuple(float(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--box needs four numbers x0,y0,x1,y1, got {text!r}") from None
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from .aflw2000_eval import pick_device
+    from .reconstruct import reconstruct
+
+    start = time.perf_counter()
+    report = reconstruct(args.inputs, args.ckpt, args.out, args.box, args.landmarks, args.batch,
+                         pick_device(args.device), progress=not args.quiet)
+    for path, folder in report.written.items():
+        print(f"{path} -> {folder}/ ({'; '.join(report.notes[path])})")
+    for path, reason in report.failed.items():
+        print(f"nl3dmm reconstruct: failed: {path}: {reason}", file=sys.stderr)
+    print(f"{len(report.written)} reconstructed, {len(report.failed)} failed; {time.perf_counter() - start:.1f} s")
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nl3dmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     aflw.add_argument("--quiet", action="store_true", help="no progress bar")
     aflw.set_defaults(run=_eval_aflw2000)
+    recon = sub.add_parser(
+        "reconstruct", help="photos -> textured OBJ, overlay, 68 landmarks and parameters",
+        description="Crop each face (from --box, --landmarks, a NAME.pts/NAME.mat beside the image, else the "
+                    "largest centred square), run the model and write OUT/<stem>/: mesh.obj + mesh.mtl + "
+                    "mesh_texture.png, overlay.png (photo size), landmarks.json/.npy (photo pixels, corner frame), "
+                    "params.npz. Grayscale images are converted to RGB. Failures are reported per file; the exit "
+                    "status is 1 if any file failed.")
+    recon.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    recon.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
+    recon.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    where = recon.add_mutually_exclusive_group()
+    where.add_argument("--box", type=_parse_box, help="face box x0,y0,x1,y1 in pixels (tight: brow to chin), "
+                                                      "for every input")
+    where.add_argument("--landmarks", help="landmark file of the single input image: .pts (iBUG, 1-based) or .mat")
+    recon.add_argument("--batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
+    recon.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    recon.add_argument("--quiet", action="store_true", help="no progress bar")
+    recon.set_defaults(run=_reconstruct)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
