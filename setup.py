@@ -121,7 +121,8 @@ setup(
     extras_require={
         # triton: tests/test_triton.py runs the Triton kernels through its CPU interpreter.
         # Triton publishes Linux wheels only.
-        "test": ["pytest", "pytest-benchmark", "triton; platform_system == 'Linux'"],
+        # trimesh: tests/test_reconstruct.py opens the OBJ files `nl3dmm reconstruct` writes.
+        "test": ["pytest", "pytest-benchmark", "trimesh", "triton; platform_system == 'Linux'"],
         "triton": ["triton"],
     },
     entry_points={"console_scripts": ["nl3dmm=nl3dmm.cli:main"]},

@@ -84,6 +84,69 @@ def _build_default_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_aflw2000(args: argparse.Namespace) -> int:
+    import json
+
+    from .aflw2000_eval import evaluate_checkpoint
+
+    start = time.perf_counter()
+    result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
+                                 progress=not args.quiet)
+    print(result.report.table())
+    used = int(result.landmark_mask.sum())
+    print(f"{len(result.names)} faces, {used} of 68 landmarks used; {time.perf_counter() - start:.1f} s"
+          + (f"; wrote {args.out}" if args.out else ""))
+    if args.out is None and args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"--box needs x0,y0,x1,y1, got {text!r}")
+    try:
+        return tuple(float(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--box needs four numbers x0,y0,x1,y1, got {text!r}") from None
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from .aflw2000_eval import pick_device
+    from .reconstruct import reconstruct
+
+    start = time.perf_counter()
+    report = reconstruct(args.inputs, args.ckpt, args.out, args.box, args.landmarks, args.batch,
+                         pick_device(args.device), progress=not args.quiet)
+    for path, folder in report.written.items():
+        print(f"{path} -> {folder}/ ({'; '.join(report.notes[path])})")
+    for path, reason in report.failed.items():
+        print(f"nl3dmm reconstruct: failed: {path}: {reason}", file=sys.stderr)
+    print(f"{len(report.written)} reconstructed, {len(report.failed)} failed; {time.perf_counter() - start:.1f} s")
+    return 0 if report.ok else 1
+
+
+def _represent(args: argparse.Namespace) -> int:
+    from .data import default_store
+    from .model_io import load_trained
+    from .representation import run_experiment, save_bar_plot, write_report
+
+    start = time.perf_counter()
+    model, _, config = load_trained(args.ckpt)
+    data = args.data or default_store()
+    result = run_experiment(model.texture_decoder, data, model.config.code_size, args.k, args.targets, args.steps,
+                            args.lr)
+    out = Path(args.out)
+    write_report(result, out / "representation.json", {"checkpoint": str(args.ckpt), "data": str(data),
+                                                       "trained_on": config.get("data") or "bundled default data"})
+    save_bar_plot(result, out / "representation.png")
+    print(result.table())
+    print(f"targets: {result.target_samples} samples of {', '.join(result.target_photos)}; PCA of "
+          f"{result.pca_samples} samples of the other photos; {result.scale}; "
+          f"{time.perf_counter() - start:.1f} s; wrote {out}/representation.json and .png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nl3dmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +208,54 @@ def main(argv: list[str] | None = None) -> int:
     default.add_argument("--force", action="store_true", help="delete the output folder first")
     default.add_argument("--quiet", action="store_true", help="no progress bar")
     default.set_defaults(run=_build_default_data)
+    evaluation = sub.add_parser("eval", help="evaluate a trained checkpoint on a benchmark")
+    bench = evaluation.add_subparsers(dest="benchmark", required=True)
+    aflw = bench.add_parser("aflw2000", help="68-landmark 2-D NME per yaw bin on AFLW2000-3D",
+                            description="For every imageXXXXX.jpg + .mat in --data: crop 224 x 224 from the "
+                                        "ground-truth landmark box (as 3DDFA/PRNet evaluations do), predict, map the "
+                                        "68 projected landmark vertices back to the photo and score them with NME "
+                                        "(normalised by sqrt(w*h) of the GT box) per |yaw| bin.")
+    aflw.add_argument("--data", required=True, help="folder of AFLW2000-3D images and .mat labels")
+    aflw.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
+    aflw.add_argument("--out", help="JSON file for the summary and per-face NME")
+    aflw.add_argument("--json", action="store_true", help="print the JSON summary when --out is not given")
+    aflw.add_argument("--batch", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    aflw.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    aflw.add_argument("--quiet", action="store_true", help="no progress bar")
+    aflw.set_defaults(run=_eval_aflw2000)
+    recon = sub.add_parser(
+        "reconstruct", help="photos -> textured OBJ, overlay, 68 landmarks and parameters",
+        description="Crop each face (from --box, --landmarks, a NAME.pts/NAME.mat beside the image, else the "
+                    "largest centred square), run the model and write OUT/<stem>/: mesh.obj + mesh.mtl + "
+                    "mesh_texture.png, overlay.png (photo size), landmarks.json/.npy (photo pixels, corner frame), "
+                    "params.npz. Grayscale images are converted to RGB. Failures are reported per file; the exit "
+                    "status is 1 if any file failed.")
+    recon.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    recon.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
+    recon.add_argument("--out", required=True, help="output folder (one sub-folder per image)")
+    where = recon.add_mutually_exclusive_group()
+    where.add_argument("--box", type=_parse_box, help="face box x0,y0,x1,y1 in pixels (tight: brow to chin), "
+                                                      "for every input")
+    where.add_argument("--landmarks", help="landmark file of the single input image: .pts (iBUG, 1-based) or .mat")
+    recon.add_argument("--batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
+    recon.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    recon.add_argument("--quiet", action="store_true", help="no progress bar")
+    recon.set_defaults(run=_reconstruct)
+    rep = sub.add_parser(
+        "represent", help="representation power: fit the linear (PCA) and nonlinear texture models' codes "
+                          "to the same held-out textures, compare L1",
+        description="Targets: the pseudo UV textures of the last --targets source photos of the store; the linear "
+                    "model is the PCA (k components) of the other photos' textures. Both codes are fitted with "
+                    "Adam on the masked L1 (decoder frozen). Writes OUT/representation.json and a bar plot.")
+    rep.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
+    rep.add_argument("--data", help="training store (default: the bundled default data)")
+    rep.add_argument("--k", type=int, default=40, help="PCA components (default: %(default)s)")
+    rep.add_argument("--targets", type=int, default=3, help="held-out source photos (default: %(default)s)")
+    rep.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default: %(default)s)")
+    rep.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default: %(default)s)")
+    rep.add_argument("--out", default="out/representation", help="output folder (default: %(default)s)")
+    rep.set_defaults(run=_represent)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -17,17 +17,24 @@ YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 BIN_NAMES = ("[0, 30]", "(30, 60]", "(60, 90]")
 
 
-def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-face NME. pred, gt: (N, 68, 2) (extra coordinates in gt, such as z, are ignored)."""
+def nme(pred: np.ndarray, gt: np.ndarray, landmark_mask: np.ndarray | None = None) -> np.ndarray:
+    """Per-face NME. pred, gt: (N, 68, 2) (extra coordinates in gt, such as z, are ignored).
+
+    `landmark_mask` (L,) bool limits the mean distance to the points a model defines (the
+    Surrey model has 50 of the 68); the normaliser stays the box of *all* ground-truth points,
+    so the scale is the protocol's. Predictions at masked-out points may be NaN."""
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)[..., :2]
     if pred.ndim != 3 or pred.shape[-1] != 2 or pred.shape[:2] != gt.shape[:2]:
         raise ValueError(f"pred must be (N, L, 2) matching gt (N, L, >=2); got {pred.shape} and {gt.shape}")
-    if not np.isfinite(pred).all():
+    mask = np.ones(pred.shape[1], dtype=bool) if landmark_mask is None else np.asarray(landmark_mask, dtype=bool)
+    if mask.shape != (pred.shape[1],) or not mask.any():
+        raise ValueError(f"landmark_mask must be ({pred.shape[1]},) bool with at least one True, got {mask.shape}")
+    if not np.isfinite(pred[:, mask]).all():
         raise ValueError("pred contains NaN or Inf landmarks")
     size = np.sqrt(np.prod(gt.max(1) - gt.min(1), axis=-1))
     if (size <= 0).any():
         raise ValueError("a ground-truth landmark set has a zero-area bounding box")
-    return np.linalg.norm(pred - gt, axis=-1).mean(-1) / size
+    return np.linalg.norm(pred[:, mask] - gt[:, mask], axis=-1).mean(-1) / size
 
 
 def yaw_bin(yaw_degrees: np.ndarray) -> np.ndarray:
@@ -55,10 +62,11 @@ class NMEReport:
                 "nme_mean_of_bins": self.mean}
 
 
-def evaluate(pred: np.ndarray, gt: np.ndarray, yaw_degrees: np.ndarray) -> NMEReport:
+def evaluate(pred: np.ndarray, gt: np.ndarray, yaw_degrees: np.ndarray,
+             landmark_mask: np.ndarray | None = None) -> NMEReport:
     """NME per yaw bin and their mean. Empty bins (possible on small subsets) are left out
-    of the mean and reported as NaN."""
-    per_face = nme(pred, gt)
+    of the mean and reported as NaN. `landmark_mask`: see `nme`."""
+    per_face = nme(pred, gt, landmark_mask)
     bins = yaw_bin(yaw_degrees)
     if bins.shape != per_face.shape:
         raise ValueError(f"one yaw per face expected: {bins.shape} vs {per_face.shape}")

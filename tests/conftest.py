@@ -57,3 +57,22 @@ def shared_data() -> Path:
             pytest.fail("../shared/data is missing: CI must provide it beside the checkout")
         pytest.skip("shared/data not found beside the repository (set NL3DMM_SHARED_DATA)")
     return path
+
+
+def write_untrained_checkpoint(path: Path, network: str = "cvpr18", face_model: str = "surrey") -> Path:
+    """A checkpoint in `nl3dmm train`'s format holding an untrained network (no training: fast)."""
+    from nl3dmm.facemodel import load_face_model
+    from nl3dmm.networks import build_model
+    from nl3dmm.training.config import make_config
+
+    torch.manual_seed(0)
+    model = build_model(network, load_face_model(face_model))
+    config = vars(make_config("tiny", model=network, face_model=face_model))
+    torch.save({"step": 0, "stage": "pretrain", "model": model.state_dict(), "discriminator": None,
+                "optimizers": {}, "history": [], "rng": {}, "config": config}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint-00000000.pt")
