@@ -76,3 +76,17 @@ def write_untrained_checkpoint(path: Path, network: str = "cvpr18", face_model: 
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     return write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint-00000000.pt")
+
+
+@pytest.fixture(scope="session")
+def paper():
+    """The authors' 53,215-vertex mesh with its statistics (bundled copy)."""
+    from nl3dmm.facemodel import load_paper_mesh
+    return load_paper_mesh()
+
+
+@pytest.fixture(scope="session")
+def sfm(paper):
+    """The Surrey Face Model (3,448 vertices), camera statistics carried over from `paper`."""
+    from nl3dmm.facemodel import load_surrey_model
+    return load_surrey_model(reference=paper)

@@ -18,8 +18,6 @@ from nl3dmm.inference_crop import (crop_to_window, to_source_m, to_source_points
 from nl3dmm.model_io import load_trained, predict
 from nl3dmm.training.checkpoint import CheckpointError
 
-from conftest import write_untrained_checkpoint
-
 
 def _aflw_dir(shared_data):
     return shared_data / "prnet" / "aflw2000"

@@ -18,16 +18,6 @@ SFM_BIN = SURREY_DIR / "sfm_shape_3448.bin"
 SFM_MAP = SURREY_DIR / "ibug_to_sfm.txt"
 
 
-@pytest.fixture(scope="module")
-def paper():
-    return load_paper_mesh()
-
-
-@pytest.fixture(scope="module")
-def sfm(paper):
-    return load_surrey_model(reference=paper)
-
-
 @pytest.fixture(scope="module", params=["paper", "sfm"])
 def model(request, paper, sfm):
     return {"paper": paper, "sfm": sfm}[request.param]

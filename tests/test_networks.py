@@ -8,20 +8,10 @@ import pytest
 import torch
 
 from nl3dmm.camera import pose_para_to_m, pose_rotation
-from nl3dmm.facemodel import load_paper_mesh, load_surrey_model, vertex_normals as numpy_normals
+from nl3dmm.facemodel import vertex_normals as numpy_normals
 from nl3dmm.networks import (CONFIGS, MLPShapeDecoder, build_model, count_parameters, parameter_summary,
                              sample_uv_map)
 from nl3dmm.shading import m_rotation, sh_shading, vertex_normals, white_light
-
-
-@pytest.fixture(scope="module")
-def paper():
-    return load_paper_mesh()
-
-
-@pytest.fixture(scope="module")
-def sfm(paper):
-    return load_surrey_model(reference=paper)
 
 
 @pytest.mark.parametrize("name", ["cvpr18", "tpami19"])
