@@ -142,3 +142,19 @@ def test_non_finite_losses_skip_then_stop(tmp_path):
         train(make_config("tiny", steps=10, max_nonfinite=3, out=str(tmp_path / "run")),
               data=ArrayData(**arrays), log=messages.append)
     assert sum("step skipped" in m for m in messages) == 3
+
+
+def test_command_line_overrides_are_checked():
+    from nl3dmm.training.config import parse_override
+    assert parse_override("steps=12") == ("steps", 12)
+    assert parse_override("lr=3e-4") == ("lr", 3e-4)
+    assert parse_override("amp=false") == ("amp", False)
+    for text, words in (("steps=abc", "steps must be an integer"), ("lr=fast", "lr must be a number"),
+                        ("bogus=1", "unknown training option 'bogus'"), ("steps", "key=value"),
+                        ("amp=maybe", "amp must be true or false")):
+        with pytest.raises(ValueError, match=words):
+            parse_override(text)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        make_config("nope")
+    with pytest.raises(ValueError, match="not divisible"):
+        train(make_config("tiny", batch_size=3, accumulate=2, out="unused"), data=ArrayData(**_arrays(4)))

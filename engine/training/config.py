@@ -81,8 +81,12 @@ def parse_override(text: str) -> tuple[str, object]:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"{key} must be true or false, got {raw!r}")
         return key, raw.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return key, int(raw)
-    if isinstance(default, float) or key == "lr":
-        return key, float(raw)
+    try:
+        if isinstance(default, int):
+            return key, int(raw)
+        if isinstance(default, float) or key == "lr":
+            return key, float(raw)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ValueError(f"{key} must be {kind}, got {raw!r}") from None
     return key, raw
