@@ -182,7 +182,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         objective = FinetuneObjective(core, face_model, discriminator, config.adversarial_weight).to(device)
         if discriminator is not None:
             optimizers["discriminator"] = _adam(discriminator.parameters(), lr, config, device)
-            disc = DistributedDataParallel(discriminator) if world > 1 else discriminator
+            disc = discriminator
     if state is not None and state["stage"] == stage:
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -255,6 +255,14 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                 optimizers["discriminator"].zero_grad(set_to_none=True)
                 d_loss = lsgan_discriminator_loss(disc(batch["image"].float()), disc(fakes.float()))
                 d_loss.backward()
+                if world > 1:
+                    # D sees real and fake batches in two forwards (separate batch-norm
+                    # statistics), which DDP's one-forward-one-backward contract does not allow:
+                    # average its gradients by hand instead.
+                    for p in disc.parameters():
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                            p.grad /= world
                 optimizers["discriminator"].step()
                 terms["discriminator"] = d_loss.detach()
             ok_b, terms_b, _, _ = step_on(lambda o, b: objective(core, o, b, with_landmarks=True)[:2],

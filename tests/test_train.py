@@ -158,3 +158,15 @@ def test_command_line_overrides_are_checked():
         make_config("nope")
     with pytest.raises(ValueError, match="not divisible"):
         train(make_config("tiny", batch_size=3, accumulate=2, out="unused"), data=ArrayData(**_arrays(4)))
+
+
+def test_ddp_end_to_end_stage_runs(tmp_path, data_file):
+    """finetune under torchrun: the full step, the discriminator (gradients averaged by hand)
+    and the encoder-only landmark step, on 2 gloo processes."""
+    run = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "nl3dmm", "train", "--config", "tiny", "stage=finetune", "steps=2", "batch_size=4",
+                "history=4", f"data={data_file}", f"out={tmp_path / 'ft'}", "progress=false"])
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    state = read_checkpoint(list_checkpoints(tmp_path / "ft" / "checkpoints")[0])
+    assert state["stage"] == "finetune" and state["step"] == 2
+    assert state["discriminator"] is not None
