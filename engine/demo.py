@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from .camera import image_to_clip, pose_rotation, project_pose_para
-from .facemodel import ASSETS, FaceMesh, load_paper_mesh, vertex_normals
+from .facemodel import ASSETS, FaceModel, load_paper_mesh, vertex_normals
 from .render import interpolate, rasterize, sample_texture
 
 DEFAULT_SAMPLE = ASSETS / "aflw2000" / "image02616"
@@ -47,7 +47,7 @@ def load_sample(stem: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, np.asarray(label["Pose_Para"], dtype=np.float64).reshape(-1)
 
 
-def render_face(mesh: FaceMesh, pose_para: np.ndarray, height: int, width: int,
+def render_face(mesh: FaceModel, pose_para: np.ndarray, height: int, width: int,
                 backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(shaded RGB float image (H, W, 3), coverage mask (H, W)) of the posed mesh."""
     points = project_pose_para(mesh.mean_shape, pose_para, height)

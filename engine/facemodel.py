@@ -122,9 +122,6 @@ class FaceModel:
         return (self.mean_shape + offset.reshape(-1, 3)).astype(np.float32)
 
 
-FaceMesh = FaceModel  # the name the rendering layer used first
-
-
 def _read(path: Path, dtype, count: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"face model file missing: {path}")

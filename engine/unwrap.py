@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .camera import image_to_clip
 from .render import interpolate, rasterize, sample_texture
 
 
@@ -45,12 +46,7 @@ def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,
     B, H, W, _ = image.shape
     Ht, Wt = texture_size
     dtype = image.dtype
-    # Depth to clip space with one map for the whole batch item: nearer = smaller.
-    z = points[..., 2]
-    lo, hi = z.amin(1, keepdim=True), z.amax(1, keepdim=True)
-    depth = -(z - (hi + lo) / 2) / (((hi - lo) / 2).clamp(min=1e-12) * 1.01)
-    clip = torch.stack([2 * points[..., 0] / W - 1, 2 * points[..., 1] / H - 1, depth,
-                        torch.ones_like(depth)], -1).to(dtype)
+    clip = image_to_clip(points, H, W).to(dtype)
 
     seen = rasterize(clip, triangles, (H, W), cull_backfaces=True, backend=backend)
 
