@@ -17,7 +17,7 @@ same way and their L1 errors (`l1_error`) compared.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -33,6 +33,23 @@ ArrayLike = np.ndarray | torch.Tensor
 def _tensor(value: ArrayLike, dtype=torch.float64) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value, dtype=dtype)
 
+
+
+def adam_fit_codes(objective: Callable[[torch.Tensor], torch.Tensor], batch: int, size: int,
+                   steps: int, lr: float) -> torch.Tensor:
+    """(batch, size) codes minimising `objective(codes)`: Adam from 0 with cosine decay. The one
+    optimiser of both the linear and the nonlinear code fits (engine/representation.py), so the
+    representation-power comparison gives both models the same search."""
+    code = torch.zeros(batch, size, requires_grad=True)
+    optimizer = torch.optim.Adam([code], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            objective(code).backward()
+            optimizer.step()
+            schedule.step()
+    return code.detach()
 
 class LinearMorphableModel(nn.Module):
     """mean (D,) + basis (D, K) @ (code * sqrt(eigenvalues)), reshaped to `sample_shape`.
@@ -242,22 +259,16 @@ class LinearMorphableModel(nn.Module):
         target = flat.detach().float()
         weight = None if m is None else m.detach().float()
         count = target.numel() if weight is None else weight.sum().clamp(min=1)
-        code = torch.zeros(target.shape[0], k, requires_grad=True)
-        optimizer = torch.optim.Adam([code], lr=lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-        with torch.enable_grad():
-            for _ in range(steps):
-                optimizer.zero_grad()
-                diff = self.decode(code).reshape(target.shape) - target
-                err = diff.square() if loss == "l2" else diff.abs()
-                if weight is not None:
-                    err = err * weight
-                # sum / count keeps the scale of a mean; the prior is per sample like the closed form's
-                value = err.sum() / count + reg * code.square().sum() / count
-                value.backward()
-                optimizer.step()
-                schedule.step()
-        return code.detach()
+
+        def objective(code: torch.Tensor) -> torch.Tensor:
+            diff = self.decode(code).reshape(target.shape) - target
+            err = diff.square() if loss == "l2" else diff.abs()
+            if weight is not None:
+                err = err * weight
+            # sum / count keeps the scale of a mean; the prior is per sample like the closed form's
+            return err.sum() / count + reg * code.square().sum() / count
+
+        return adam_fit_codes(objective, target.shape[0], k, steps, lr)
 
     def l1_error(self, targets: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) mean absolute error of each decoding over its (masked) values — the paper's

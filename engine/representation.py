@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .data.loader import TrainingStore
 from .data.store import read_shard_info
-from .linear3dmm import LinearMorphableModel
+from .linear3dmm import LinearMorphableModel, adam_fit_codes
 from .networks import TextureDecoder
 
 PAPER_L1 = {"nonlinear": 0.0196, "linear": 0.0241}
@@ -95,21 +95,13 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, visible: torch.Ten
 
 def fit_decoder_codes(decoder: TextureDecoder, targets: torch.Tensor, visible: torch.Tensor, code_size: int,
                       steps: int = 300, lr: float = 0.1) -> torch.Tensor:
-    """Codes minimising the masked L1 of a frozen decoder: Adam from 0 with cosine decay, the
-    schedule `LinearMorphableModel.fit_codes` uses, so both models get the same optimiser."""
+    """Codes minimising the masked L1 of a frozen decoder, with the optimiser the linear fit
+    (`LinearMorphableModel.fit_codes`) uses: `adam_fit_codes`."""
     decoder.eval()
     for parameter in decoder.parameters():
         parameter.requires_grad_(False)
-    code = torch.zeros(targets.shape[0], code_size, requires_grad=True)
-    optimizer = torch.optim.Adam([code], lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            masked_l1(decoder(code), targets, visible).mean().backward()
-            optimizer.step()
-            schedule.step()
-    return code.detach()
+    return adam_fit_codes(lambda code: masked_l1(decoder(code), targets, visible).mean(),
+                          targets.shape[0], code_size, steps, lr)
 
 
 def run_experiment(decoder: TextureDecoder, store: TrainingStore | str | Path, code_size: int, components: int = 40,
