@@ -60,13 +60,28 @@ class AFLWResult:
 PredictFn = Callable[[np.ndarray], dict]
 
 
+def pick_stems(stems: list[Path], only: list[str] | None) -> list[Path]:
+    """The stems named in `only` (file names without extension), in `stems` order; every name
+    must exist, so a typo cannot shrink the test set unnoticed."""
+    if not only:
+        return stems
+    by_name = {stem.name: stem for stem in stems}
+    missing = [name for name in only if name not in by_name]
+    if missing:
+        raise FileNotFoundError(f"no labelled image named {missing} in the data folder")
+    wanted = set(only)
+    return [stem for stem in stems if stem.name in wanted]
+
+
 def evaluate_folder(data_dir: str | Path, predict_crops: PredictFn, landmark_mask: np.ndarray | None = None,
-                    batch: int = 16, limit: int | None = None, progress: bool = True) -> AFLWResult:
+                    batch: int = 16, limit: int | None = None, progress: bool = True,
+                    only: list[str] | None = None) -> AFLWResult:
     """Run `predict_crops` ((B, 224, 224, 3) uint8 -> dict with (B, 68, 2) crop-frame `landmarks`)
-    on every labelled image of `data_dir` (imageXXXXX.jpg + .mat) and score it."""
+    on every labelled image of `data_dir` (imageXXXXX.jpg + .mat), or those named in `only`,
+    and score it."""
     from tqdm import tqdm
 
-    stems = find_samples(data_dir)
+    stems = pick_stems(find_samples(data_dir), only)
     if limit is not None:
         stems = stems[:limit]
     if not stems:
@@ -103,15 +118,17 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def evaluate_checkpoint(data_dir: str | Path, ckpt: str | Path, out: str | Path | None = None, batch: int = 16,
-                        device: str = "auto", limit: int | None = None, progress: bool = True) -> AFLWResult:
+                        device: str = "auto", limit: int | None = None, progress: bool = True,
+                        only: list[str] | None = None) -> AFLWResult:
     """Load `ckpt`, evaluate it on `data_dir`, write the JSON summary to `out` when given."""
     model, face_model, config = load_trained(ckpt, pick_device(device))
     result = evaluate_folder(data_dir, lambda crops: predict(model, crops, face_model), face_model.landmark_mask,
-                             batch, limit, progress)
+                             batch, limit, progress, only)
     if out is not None:
         summary = result.as_dict()
         summary.update(checkpoint=str(ckpt), network=config.get("model"), face_model=config.get("face_model"),
-                       data=str(data_dir))
+                       data=str(data_dir), trained_on=config.get("data") or "bundled default data",
+                       held_out_in_training=config.get("exclude"))
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2))

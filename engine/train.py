@@ -40,27 +40,40 @@ class StoreData:
 
     FIELDS = ("image", "m", "landmarks", "texture", "texture_mask", "shape")
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, exclude: list[str] | tuple[str, ...] = ()):
         from .data.loader import TrainingStore
         self.store = TrainingStore(root)
         self.fields = [f for f in self.FIELDS if f in self.store.fields]
+        # Training sample i is store sample keep[i]: held-out photos simply are not in the range.
+        self.keep = self.store.select_sources(exclude) if exclude else np.arange(len(self.store))
+        self.excluded = len(self.store) - len(self.keep)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.keep)
 
     def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {f: self.store.gather(f, indices) for f in self.fields}
+        rows = self.keep[np.asarray(indices, dtype=np.int64)]
+        return {f: self.store.gather(f, rows) for f in self.fields}
 
 
-def open_training_data(path: str | None) -> TrainingData:
-    """A training store folder, an .npz of arrays, or (None) the bundled default data."""
+def split_names(text: str | None) -> list[str]:
+    """`a,b, c` -> ["a", "b", "c"] (a command-line list of photo names)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def open_training_data(path: str | None, exclude: str | None = None) -> TrainingData:
+    """A training store folder, an .npz of arrays, or (None) the bundled default data; the
+    samples of the source photos named in `exclude` (comma-separated) are left out."""
     if path is not None and str(path).endswith(".npz"):
+        if exclude:
+            raise ValueError("exclude= needs a training store (its shards name each sample's source photo), "
+                             f"not an .npz of arrays: {path}")
         with np.load(path) as arrays:
             return ArrayData(**{k: arrays[k] for k in arrays.files})
     if path is None:
         from .data import default_store
         path = default_store()
-    return StoreData(path)
+    return StoreData(path, split_names(exclude))
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -117,7 +130,7 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     np.random.seed(config.seed)
-    data = data if data is not None else open_training_data(config.data)
+    data = data if data is not None else open_training_data(config.data, config.exclude)
     face_model = load_face_model(config.face_model)
     model = build_model(config.model, face_model).to(device).to(memory_format=torch.channels_last)
     if config.compile:  # the networks only (the renderer's ops stay eager); compiling the
@@ -129,7 +142,8 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     if "finetune" in stages and config.adversarial_weight > 0:
         discriminator = PatchDiscriminator().to(device)
     say(parameter_summary(model))
-    say(f"training on {device} x {world} process(es), {len(data)} samples, stages {stages}")
+    held_out = f" ({data.excluded} held out: {config.exclude})" if getattr(data, "excluded", 0) else ""
+    say(f"training on {device} x {world} process(es), {len(data)} samples{held_out}, stages {stages}")
     if "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
         say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture)")
     writer = None

@@ -146,3 +146,14 @@ def test_eval_command_reports_a_missing_checkpoint(shared_data, tmp_path, capsys
     code = main(["eval", "aflw2000", "--data", str(_aflw_dir(shared_data)), "--ckpt", str(tmp_path / "x.pt"),
                  "--quiet"])
     assert code == 2 and "checkpoint file missing" in capsys.readouterr().err
+
+
+def test_eval_only_named_images(shared_data, untrained_checkpoint, capsys):
+    args = ["eval", "aflw2000", "--data", str(_aflw_dir(shared_data)), "--ckpt", str(untrained_checkpoint),
+            "--quiet", "--json"]
+    assert main(args + ["--only", "image04331,image00050"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("\n{") + 1:])  # the JSON follows the table
+    assert [face["image"] for face in summary["per_face"]] == ["image00050", "image04331"]
+    assert main(args + ["--only", "image00050,image99999"]) == 2
+    assert "image99999" in capsys.readouterr().err

@@ -170,3 +170,22 @@ def test_ddp_end_to_end_stage_runs(tmp_path, data_file):
     state = read_checkpoint(list_checkpoints(tmp_path / "ft" / "checkpoints")[0])
     assert state["stage"] == "finetune" and state["step"] == 2
     assert state["discriminator"] is not None
+
+
+def test_held_out_photos_are_never_served():
+    from nl3dmm.data import default_store
+    from nl3dmm.data.loader import TrainingStore
+    from nl3dmm.train import open_training_data
+
+    store = TrainingStore(default_store())
+    sources = np.array(store.sources())
+    data = open_training_data(None, "image00050, prnet/aflw2000/image04331")
+    assert len(data) == len(store) - 8 and data.excluded == 8  # 4 crops (2 copies + flips) per photo
+    kept = np.flatnonzero(~np.isin(sources, ["prnet/aflw2000/image00050", "prnet/aflw2000/image04331"]))
+    served = data.get(np.arange(len(data)))
+    np.testing.assert_array_equal(served["image"], store.gather("image", kept))
+    np.testing.assert_array_equal(served["m"], store.gather("m", kept))
+    with pytest.raises(ValueError, match="image9"):
+        open_training_data(None, "image9")
+    with pytest.raises(ValueError, match="training store"):
+        open_training_data(str(REPO / "whatever.npz"), "image00050")

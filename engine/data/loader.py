@@ -95,6 +95,35 @@ class TrainingStore:
             out[order] = target
         return out
 
+    def sources(self) -> list[str]:
+        """The source photo of every sample, in sample order (each shard's `records`): the unit
+        to hold out, since the crops and flips of one photo are not independent samples."""
+        from .store import read_shard_info
+        records: list[str] = []
+        for entry in self.manifest["shards"]:
+            name = entry.get("name", shard_name(entry["index"]))
+            info = read_shard_info(self.root / name)
+            if len(info.get("records", [])) != entry["count"]:
+                raise StoreError(f"{self.root / name}: shard.json lacks one record per sample")
+            records.extend(info["records"])
+        return records
+
+    def select_sources(self, exclude: Sequence[str] = ()) -> np.ndarray:
+        """Indices of the samples whose source photo is not in `exclude`. A name matches a
+        record exactly or by its last path part (`image00050` matches `prnet/aflw2000/image00050`);
+        a name that matches nothing is an error, so a typo cannot silently train on a test photo."""
+        records = self.sources()
+        keep = np.ones(len(records), dtype=bool)
+        for name in exclude:
+            hit = np.array([r == name or r.rsplit("/", 1)[-1] == name for r in records], dtype=bool)
+            if not hit.any():
+                raise ValueError(f"{self.root}: no source photo named {name!r} to exclude "
+                                 f"(records look like {records[0]!r})")
+            keep &= ~hit
+        if not keep.any():
+            raise ValueError(f"{self.root}: excluding {list(exclude)} leaves no samples")
+        return np.flatnonzero(keep)
+
     def sample(self, index: int) -> dict[str, np.ndarray]:
         shard, row = self.locate(np.array([index]))
         return {name: np.array(a[row[0]]) for name, a in self.shards[shard[0]].items()}

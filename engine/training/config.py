@@ -12,6 +12,7 @@ class TrainConfig:
     face_model: str = "paper"          # "paper" (53,215 vertices) or "surrey" (3,448)
     stage: str = "pretrain"            # "pretrain" (L0), "finetune" (L) or "both"
     data: Optional[str] = None         # training store; None: the bundled default data
+    exclude: Optional[str] = None      # comma-separated source photos not to train on (held out for evaluation)
     out: str = "runs/cvpr18"
     steps: int = 1000                  # optimiser steps per stage
     batch_size: int = 128              # global batch (all ranks, all micro-batches)
