@@ -90,8 +90,10 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
     from .aflw2000_eval import evaluate_checkpoint
 
     start = time.perf_counter()
+    from .train import split_names
+
     result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, only=split_names(args.only) or None)
     print(result.report.table())
     used = int(result.landmark_mask.sum())
     print(f"{len(result.names)} faces, {used} of 68 landmarks used; {time.perf_counter() - start:.1f} s"
@@ -127,23 +129,41 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _represent(args: argparse.Namespace) -> int:
+    from .bfm import load_basis
     from .data import default_store
     from .model_io import load_trained
-    from .representation import run_experiment, save_bar_plot, write_report
+    from .representation import (run_experiment, run_shape_experiment, save_bar_plot, save_shape_bar_plot,
+                                 write_report)
 
     start = time.perf_counter()
-    model, _, config = load_trained(args.ckpt)
+    if args.part in ("shape", "both") and not args.basis:
+        raise ValueError("the shape half needs dense ground-truth shapes: convert your BFM files with "
+                         "`nl3dmm convert-bfm ... --out basis.npz` and pass --basis basis.npz")
+    model, face_model, config = load_trained(args.ckpt)
     data = args.data or default_store()
-    result = run_experiment(model.texture_decoder, data, model.config.code_size, args.k, args.targets, args.steps,
-                            args.lr)
     out = Path(args.out)
-    write_report(result, out / "representation.json", {"checkpoint": str(args.ckpt), "data": str(data),
-                                                       "trained_on": config.get("data") or "bundled default data"})
-    save_bar_plot(result, out / "representation.png")
-    print(result.table())
-    print(f"targets: {result.target_samples} samples of {', '.join(result.target_photos)}; PCA of "
-          f"{result.pca_samples} samples of the other photos; {result.scale}; "
-          f"{time.perf_counter() - start:.1f} s; wrote {out}/representation.json and .png")
+    texture = shape = None
+    if args.part in ("texture", "both"):
+        texture = run_experiment(model.texture_decoder, data, model.config.code_size, args.k, args.targets,
+                                 args.steps, args.lr)
+        save_bar_plot(texture, out / "representation.png")
+        print(texture.table())
+        print(f"texture targets: {texture.target_samples} samples of {', '.join(texture.target_photos)}; PCA of "
+              f"{texture.pca_samples} samples of the other photos; {texture.scale}")
+    if args.part in ("shape", "both"):
+        basis = load_basis(args.basis, num_vertices=face_model.num_vertices)
+        shape = run_shape_experiment(model.shape_decoder, data, basis, model.config.code_size, face_model.landmarks,
+                                     face_model.units_per_mm, args.k, args.targets, args.steps, args.lr,
+                                     args.pca_shapes)
+        save_shape_bar_plot(shape, out / "representation_shape.png")
+        print(shape.table())
+        print(f"shape targets: {shape.target_shapes} photos ({', '.join(shape.target_photos)}); PCA of "
+              f"{shape.pca_shapes} other photos' shapes; {shape.scale}")
+    write_report(out / "representation.json", texture, shape,
+                 {"checkpoint": str(args.ckpt), "data": str(data), "basis": args.basis,
+                  "trained_on": config.get("data") or "bundled default data",
+                  "held_out_in_training": config.get("exclude")})
+    print(f"{time.perf_counter() - start:.1f} s; wrote {out}/representation.json and the plot(s)")
     return 0
 
 
@@ -221,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     aflw.add_argument("--json", action="store_true", help="print the JSON summary when --out is not given")
     aflw.add_argument("--batch", type=int, default=16, help="images per forward pass (default: %(default)s)")
     aflw.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    aflw.add_argument("--only", help="comma-separated image names (e.g. image02545,image04331): evaluate just "
+                                     "these, e.g. the photos a run held out with exclude=")
     aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     aflw.add_argument("--quiet", action="store_true", help="no progress bar")
     aflw.set_defaults(run=_eval_aflw2000)
@@ -243,13 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     recon.set_defaults(run=_reconstruct)
     rep = sub.add_parser(
-        "represent", help="representation power: fit the linear (PCA) and nonlinear texture models' codes "
-                          "to the same held-out textures, compare L1",
-        description="Targets: the pseudo UV textures of the last --targets source photos of the store; the linear "
-                    "model is the PCA (k components) of the other photos' textures. Both codes are fitted with "
-                    "Adam on the masked L1 (decoder frozen). Writes OUT/representation.json and a bar plot.")
+        "represent", help="representation power: fit the linear (PCA) and nonlinear models' codes to the same "
+                          "held-out textures (and shapes, with --basis), compare the errors",
+        description="Texture: targets are the pseudo UV textures of the last --targets source photos of the store; "
+                    "the linear model is the PCA (k components) of the other photos' textures; both codes are "
+                    "fitted with Adam on the masked L1 (decoder frozen). Shape (--part shape/both, needs --basis): "
+                    "targets are those photos' dense shapes from their Shape_Para/Exp_Para; PCA of the other "
+                    "photos' shapes; both fitted on the paper's std-normalised L2 shape loss; reported in mm. "
+                    "Writes OUT/representation.json and bar plots.")
     rep.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
     rep.add_argument("--data", help="training store (default: the bundled default data)")
+    rep.add_argument("--part", choices=["texture", "shape", "both"], default="texture",
+                     help="which half of the experiment (default: %(default)s)")
+    rep.add_argument("--basis", help="converted BFM basis (nl3dmm convert-bfm) for the shape targets")
+    rep.add_argument("--pca-shapes", type=int, default=1000,
+                     help="at most this many other photos' shapes in the shape PCA (default: %(default)s)")
     rep.add_argument("--k", type=int, default=40, help="PCA components (default: %(default)s)")
     rep.add_argument("--targets", type=int, default=3, help="held-out source photos (default: %(default)s)")
     rep.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default: %(default)s)")

@@ -105,6 +105,14 @@ class FaceModel:
         return self.landmarks
 
     @property
+    def units_per_mm(self) -> float:
+        """Model units per millimetre (to report distances in mm), read from `units`."""
+        for word, factor in (("micrometre", 1000.0), ("millimetre", 1.0), ("centimetre", 0.1)):
+            if word in self.units:
+                return factor
+        raise ValueError(f"{self.name}: units {self.units!r} have no known size in millimetres")
+
+    @property
     def landmark_mask(self) -> np.ndarray:
         """(68,) bool: which iBUG points this model defines (all False without landmarks)."""
         if self.landmarks is None:

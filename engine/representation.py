@@ -1,5 +1,5 @@
-"""The representation-power experiment of the paper (texture part): how well can each model
-reproduce given UV textures when only its code is free?
+"""The representation-power experiment of the paper: how well can each model reproduce given
+UV textures (texture half) or dense shapes (shape half) when only its code is free?
 
 * Targets: pseudo ground-truth UV textures of a store (`nl3dmm preprocess`), resized to the
   nonlinear decoder's texture size with the training loss's rule (area averaging; a texel is
@@ -17,6 +17,20 @@ reproduce given UV textures when only its code is free?
 * Reported: mean L1 per texel value on the [0, 1] intensity scale (half the error in the
   models' [-1, 1] units), before (code 0) and after fitting. PAPER.md quotes 0.0196 (nonlinear)
   vs 0.0241 (linear) without stating the scale; we state ours.
+
+Shape half (`run_shape_experiment`), the same design with shapes:
+* Targets: the dense ground-truth shapes of the held-out photos, built from their labels'
+  Shape_Para / Exp_Para with the user's converted BFM basis (`nl3dmm convert-bfm`; parameters
+  beyond the basis's component counts are dropped, as `--shape-components` intends). One shape
+  per photo: every crop and flip of a photo carries the same parameters.
+* Linear model: PCA (k components) of the other photos' shapes (at most `pca_shapes`, a seeded
+  random subset, since each shape is 160k numbers).
+* Objective, for both: the paper's shape loss, the mean squared error of the std-normalised
+  shape ((S - target) / std_shape, the decoder's own per-coordinate std). The linear codes are
+  its exact minimiser (weighted least squares); the decoder's codes come from Adam (as above).
+* Reported: mean per-vertex Euclidean distance in mm (BFM units are micrometres), and the same
+  as a percentage of each target's outer inter-ocular distance (iBUG points 36 and 45), before
+  (code 0) and after fitting. PAPER.md quotes no shape number.
 """
 from __future__ import annotations
 
@@ -29,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.loader import TrainingStore
-from .data.store import read_shard_info
+from .bfm import BFMBasis, dense_shape
 from .linear3dmm import LinearMorphableModel, adam_fit_codes
 from .networks import TextureDecoder
 
@@ -57,17 +71,6 @@ class RepresentationResult:
             f"{PAPER_L1['nonlinear']} |",
             f"| linear (PCA, k = {self.components}) | {self.linear_initial:.4f} | {self.linear_fitted:.4f} | "
             f"{PAPER_L1['linear']} |"])
-
-
-def sample_sources(store: TrainingStore) -> list[str]:
-    """The source photo of every sample of a store, in sample order (shard records)."""
-    records: list[str] = []
-    for shard in store.manifest["shards"]:
-        info = read_shard_info(store.root / shard["name"])
-        if "records" not in info or len(info["records"]) != shard["count"]:
-            raise ValueError(f"{store.root / shard['name']}: shard.json lacks one record per sample")
-        records.extend(info["records"])
-    return records
 
 
 def texture_targets(store: TrainingStore, indices: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,16 +107,21 @@ def fit_decoder_codes(decoder: TextureDecoder, targets: torch.Tensor, visible: t
                           targets.shape[0], code_size, steps, lr)
 
 
-def run_experiment(decoder: TextureDecoder, store: TrainingStore | str | Path, code_size: int, components: int = 40,
-                   targets: int = 3, steps: int = 300, lr: float = 0.1) -> RepresentationResult:
-    """Fit both models to the textures of the last `targets` source photos of the store."""
-    store = store if isinstance(store, TrainingStore) else TrainingStore(store)
-    sources = np.array(sample_sources(store))
+def split_photos(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(source photo of every sample, the last `targets` photos (held out), is-target per sample)."""
+    sources = np.array(store.sources())
     photos = list(dict.fromkeys(sources))  # first-seen order
     if not 1 <= targets < len(photos):
         raise ValueError(f"targets = {targets}: the store has {len(photos)} source photos; hold out 1..{len(photos) - 1}")
     held_out = photos[-targets:]
-    is_target = np.isin(sources, held_out)
+    return sources, held_out, np.isin(sources, held_out)
+
+
+def run_experiment(decoder: TextureDecoder, store: TrainingStore | str | Path, code_size: int, components: int = 40,
+                   targets: int = 3, steps: int = 300, lr: float = 0.1) -> RepresentationResult:
+    """Fit both models to the textures of the last `targets` source photos of the store."""
+    store = store if isinstance(store, TrainingStore) else TrainingStore(store)
+    _, held_out, is_target = split_photos(store, targets)
     size = decoder_texture_size(decoder, code_size)
     target, visible = texture_targets(store, np.flatnonzero(is_target), size)
     train, train_visible = texture_targets(store, np.flatnonzero(~is_target), size)
@@ -141,35 +149,157 @@ def decoder_texture_size(decoder: TextureDecoder, code_size: int) -> tuple[int, 
         return tuple(decoder(torch.zeros(1, code_size)).shape[1:3])
 
 
+# --------------------------------------------------------------------------- shape half
+
+OUTER_EYE_CORNERS = (36, 45)  # iBUG-68, 0-based
+
+
+@dataclass
+class ShapeRepresentationResult:
+    nonlinear_initial: float   # mean vertex distance (mm) at code 0
+    nonlinear_fitted: float
+    linear_initial: float
+    linear_fitted: float
+    nonlinear_fitted_iod: float  # the fitted distances as % of the outer inter-ocular distance
+    linear_fitted_iod: float
+    components: int
+    steps: int
+    target_shapes: int
+    target_photos: list[str]
+    pca_shapes: int
+    basis: str
+    scale: str = "mean per-vertex Euclidean distance in mm; iod: % of the outer inter-ocular distance"
+
+    def table(self) -> str:
+        return "\n".join([
+            "| model | mm at code 0 | mm fitted | fitted, % IOD |", "|---|---|---|---|",
+            f"| nonlinear (shape decoder) | {self.nonlinear_initial:.3f} | {self.nonlinear_fitted:.3f} | "
+            f"{self.nonlinear_fitted_iod:.2f} |",
+            f"| linear (PCA, k = {self.components}) | {self.linear_initial:.3f} | {self.linear_fitted:.3f} | "
+            f"{self.linear_fitted_iod:.2f} |"])
+
+
+def photo_shapes(store: TrainingStore, sources: np.ndarray, photos: list[str], basis: BFMBasis) -> torch.Tensor:
+    """(len(photos), V, 3) float32 dense shapes, one per photo, from its first sample's
+    Shape_Para / Exp_Para (truncated to the basis's component counts)."""
+    for field in ("shape_para", "exp_para"):
+        if field not in store.fields:
+            raise ValueError(f"{store.root}: the store has no {field} field, so no dense shapes can be built")
+    first = np.array([int(np.flatnonzero(sources == photo)[0]) for photo in photos], dtype=np.int64)
+    shape_para = store.gather("shape_para", first)[:, :basis.num_shape]
+    exp_para = store.gather("exp_para", first)[:, :basis.num_exp] if basis.exp_basis is not None else None
+    if shape_para.shape[1] < basis.num_shape or (exp_para is not None and exp_para.shape[1] < basis.num_exp):
+        raise ValueError(f"{store.root}: labels have {shape_para.shape[1]} shape / "
+                         f"{store.field_spec('exp_para')[1][0]} expression parameters, the basis "
+                         f"{basis.num_shape} / {basis.num_exp}")
+    # dense_shape reads a (1, K) row as one label's vector, so restore the batch axis
+    return torch.from_numpy(dense_shape(shape_para, exp_para, basis)).reshape(len(photos), -1, 3)
+
+
+def vertex_distance(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N,) mean per-vertex Euclidean distance, in the shapes' units."""
+    return (prediction.double() - target.double()).norm(dim=-1).mean(-1)
+
+
+def inter_ocular(target: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+    """(N,) 3-D distance between the outer eye corners of each shape, in its units."""
+    left, right = (int(landmarks[i]) for i in OUTER_EYE_CORNERS)
+    if min(left, right) < 0:
+        raise ValueError("the face model does not define the outer eye corners (iBUG 36 and 45)")
+    return (target[:, left].double() - target[:, right].double()).norm(dim=-1)
+
+
+def fit_shape_decoder_codes(decoder: torch.nn.Module, targets: torch.Tensor, code_size: int, steps: int = 300,
+                            lr: float = 0.1) -> torch.Tensor:
+    """Codes minimising the paper's shape loss, mean ((vertices - target) / std)^2, of a frozen
+    shape decoder (any of networks' decoders: code -> dict with `vertices`; `std` buffer)."""
+    decoder.eval()
+    for parameter in decoder.parameters():
+        parameter.requires_grad_(False)
+    std = decoder.std.float()
+    return adam_fit_codes(lambda code: ((decoder(code)["vertices"] - targets) / std).square().mean(),
+                          targets.shape[0], code_size, steps, lr)
+
+
+def run_shape_experiment(decoder: torch.nn.Module, store: TrainingStore | str | Path, basis: BFMBasis,
+                         code_size: int, landmarks: np.ndarray, units_per_mm: float, components: int = 40,
+                         targets: int = 3, steps: int = 300, lr: float = 0.1, pca_shapes: int = 1000,
+                         seed: int = 0) -> ShapeRepresentationResult:
+    """Fit the linear (PCA) and the nonlinear shape models to the dense shapes of the last
+    `targets` source photos of the store; `landmarks` are the mesh's 68 landmark vertex ids
+    (`FaceModel.landmarks`), `units_per_mm` its scale (`FaceModel.units_per_mm`)."""
+    store = store if isinstance(store, TrainingStore) else TrainingStore(store)
+    V = decoder.mean.shape[0]
+    if basis.num_vertices != V:
+        raise ValueError(f"the basis has {basis.num_vertices} vertices, the shape decoder {V}")
+    sources, held_out, _ = split_photos(store, targets)
+    others = [photo for photo in dict.fromkeys(sources) if photo not in held_out]
+    if len(others) > pca_shapes:
+        others = sorted(np.random.default_rng(seed).choice(others, pca_shapes, replace=False).tolist())
+    target = photo_shapes(store, sources, held_out, basis)
+    train = photo_shapes(store, sources, others, basis)
+    linear = LinearMorphableModel.from_pca(train, components, name="PCA shape")
+    weight = (1.0 / decoder.std.double().square()).expand(len(target), V, 3)  # the same loss as the decoder's
+    linear_codes = linear.fit_codes(target.double(), method="closed_form", mask=weight)
+    codes = fit_shape_decoder_codes(decoder, target, code_size, steps, lr)
+    iod = inter_ocular(target, landmarks)
+    with torch.no_grad():
+        nonlinear_initial = vertex_distance(decoder(torch.zeros(len(target), code_size))["vertices"], target)
+        nonlinear_fitted = vertex_distance(decoder(codes)["vertices"], target)
+        linear_initial = vertex_distance(linear.decode(torch.zeros(len(target), components)), target)
+        linear_fitted = vertex_distance(linear.decode(linear_codes), target)
+    mm = lambda x: float(x.mean()) / units_per_mm
+    return ShapeRepresentationResult(
+        mm(nonlinear_initial), mm(nonlinear_fitted), mm(linear_initial), mm(linear_fitted),
+        float((100 * nonlinear_fitted / iod).mean()), float((100 * linear_fitted / iod).mean()),
+        components, steps, len(target), held_out, len(train), basis.source)
+
+
+
 def save_bar_plot(result: RepresentationResult, path: str | Path) -> Path:
-    """Bar chart of the fitted L1 errors (ours and the paper's). matplotlib when installed,
-    else drawn with PIL, so the command needs no plotting dependency."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Bar chart of the fitted texture L1 errors (ours and the paper's)."""
     labels = ["nonlinear\n(ours)", "linear\n(ours)", "nonlinear\n(paper)", "linear\n(paper)"]
     values = [result.nonlinear_fitted, result.linear_fitted, PAPER_L1["nonlinear"], PAPER_L1["linear"]]
     colours = ["#d95f02", "#1b9e77", "#fdb863", "#b2df8a"]
+    return _bar_plot(labels, values, colours, "texture L1 ([0, 1] intensities)",
+                     f"representation power (k = {result.components}, {result.target_samples} targets)", path)
+
+
+def save_shape_bar_plot(result: "ShapeRepresentationResult", path: str | Path) -> Path:
+    """Bar chart of the shape errors at code 0 and fitted, both models (no paper number exists)."""
+    labels = ["nonlinear\ncode 0", "nonlinear\nfitted", "linear\ncode 0", "linear\nfitted"]
+    values = [result.nonlinear_initial, result.nonlinear_fitted, result.linear_initial, result.linear_fitted]
+    colours = ["#fdb863", "#d95f02", "#b2df8a", "#1b9e77"]
+    return _bar_plot(labels, values, colours, "mean vertex distance (mm)",
+                     f"shape representation (k = {result.components}, {result.target_shapes} targets)", path)
+
+
+def _bar_plot(labels: list[str], values: list[float], colours: list[str], ylabel: str, title: str,
+              path: str | Path) -> Path:
+    """matplotlib when installed, else drawn with PIL, so the command needs no plotting dependency."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        _pil_bars(labels, values, colours, path)
+        _pil_bars(labels, values, colours, f"{ylabel}: {title}", path)
         return path
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.bar(range(4), values, color=colours)
-    ax.set_xticks(range(4), labels)
-    ax.set_ylabel("texture L1 ([0, 1] intensities)")
-    ax.set_title(f"representation power (k = {result.components}, {result.target_samples} targets)")
+    ax.bar(range(len(values)), values, color=colours)
+    ax.set_xticks(range(len(values)), labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     for i, v in enumerate(values):
-        ax.text(i, v, f"{v:.4f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, v, f"{v:.4g}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def _pil_bars(labels: list[str], values: list[float], colours: list[str], path: Path) -> None:
+def _pil_bars(labels: list[str], values: list[float], colours: list[str], caption: str, path: Path) -> None:
     from PIL import Image, ImageDraw
     width, height, bottom, top = 520, 360, 300, 40
     image = Image.new("RGB", (width, height), "white")
@@ -181,15 +311,22 @@ def _pil_bars(labels: list[str], values: list[float], colours: list[str], path: 
         x1 = x0 + slot * 3 // 5
         y0 = bottom - int((bottom - top) * value / peak)
         draw.rectangle([x0, y0, x1, bottom], fill=colour)
-        draw.text((x0, y0 - 14), f"{value:.4f}", fill="black")
+        draw.text((x0, y0 - 14), f"{value:.4g}", fill="black")
         draw.multiline_text((x0, bottom + 6), label, fill="black")
     draw.line([(30, bottom), (width - 10, bottom)], fill="black")
-    draw.text((10, 10), "texture L1 ([0, 1] intensities), fitted codes", fill="black")
+    draw.text((10, 10), caption, fill="black")
     image.save(path)
 
 
-def write_report(result: RepresentationResult, path: str | Path, extra: dict | None = None) -> Path:
+def write_report(path: str | Path, texture: RepresentationResult | None = None,
+                 shape: ShapeRepresentationResult | None = None, extra: dict | None = None) -> Path:
+    """One JSON with whichever halves ran, the paper's texture numbers and `extra` (provenance)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**asdict(result), "paper": PAPER_L1, **(extra or {})}, indent=2))
+    report: dict = {"paper": {"texture_l1": PAPER_L1}}
+    if texture is not None:
+        report["texture"] = asdict(texture)
+    if shape is not None:
+        report["shape"] = asdict(shape)
+    path.write_text(json.dumps({**report, **(extra or {})}, indent=2))
     return path

@@ -1,20 +1,24 @@
 """Representation-power experiment: both models' code fits lower the error from code 0, on
-held-out source photos of the bundled store, and the report and plot are written."""
+held-out source photos of the bundled store, and the report and plot are written. The shape
+half runs on a basis built from the Surrey Face Model's real PCA (the BFM cannot ship), and its
+linear number is checked against an independent numpy computation."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+from nl3dmm.bfm import BFMBasis
 from nl3dmm.cli import main
 from nl3dmm.data import default_store
 from nl3dmm.data.loader import TrainingStore
-from nl3dmm.networks import TextureDecoder
-from nl3dmm.representation import (fill_invisible, run_experiment, sample_sources, save_bar_plot,
-                                   texture_targets)
+from nl3dmm.networks import MLPShapeDecoder, TextureDecoder
+from nl3dmm.representation import (fill_invisible, run_experiment, run_shape_experiment, save_bar_plot,
+                                   save_shape_bar_plot, texture_targets)
 
 
 def _responsive_decoder() -> TextureDecoder:
@@ -33,7 +37,7 @@ def _responsive_decoder() -> TextureDecoder:
 
 def test_both_fits_reduce_the_error_on_held_out_photos(tmp_path):
     store = TrainingStore(default_store())
-    sources = sample_sources(store)
+    sources = store.sources()
     assert len(sources) == len(store) and len(set(sources)) == 17
     result = run_experiment(_responsive_decoder(), store, 160, components=5, targets=1, steps=15)
     assert result.target_samples == 4 and result.pca_samples == 64   # 2 copies + 2 flips per photo
@@ -67,5 +71,92 @@ def test_represent_command(tmp_path, untrained_checkpoint, capsys):
     printed = capsys.readouterr().out
     assert "linear (PCA, k = 4)" in printed
     saved = json.loads((out / "representation.json").read_text())
-    assert saved["components"] == 4 and saved["paper"] == {"nonlinear": 0.0196, "linear": 0.0241}
-    assert (out / "representation.png").is_file()
+    assert saved["texture"]["components"] == 4
+    assert saved["paper"]["texture_l1"] == {"nonlinear": 0.0196, "linear": 0.0241}
+    assert "shape" not in saved and (out / "representation.png").is_file()
+
+
+# --------------------------------------------------------------------------- shape half
+
+def surrey_basis(sfm) -> BFMBasis:
+    """A 300W-LP-style basis on the Surrey mesh: its real PCA components, scaled so that the
+    store's raw Shape_Para / Exp_Para (about 1e5 / 0.3) move the face by its real standard
+    deviations. Components 0-39 play identity, 40-49 expression."""
+    store = TrainingStore(default_store())
+    every = np.arange(len(store))
+    typical_shape = np.abs(store.gather("shape_para", every)[:, :40]).mean(0)
+    typical_exp = np.abs(store.gather("exp_para", every)[:, :10]).mean(0)
+    columns = sfm.basis * np.sqrt(sfm.eigenvalues)
+    return BFMBasis(sfm.mean_shape.reshape(-1).astype(np.float32),
+                    (columns[:, :40] / typical_shape).astype(np.float32),
+                    (0.5 * columns[:, 40:50] / typical_exp).astype(np.float32), source="Surrey PCA (test)")
+
+
+def _responsive_shape_decoder(sfm) -> MLPShapeDecoder:
+    """An MLP decoder whose outputs move along the Surrey model's real components (random mixes
+    of the first 50), as a trained decoder's would; a random output layer would point its
+    offsets in random per-vertex directions that no face takes."""
+    torch.manual_seed(0)
+    decoder = MLPShapeDecoder(sfm, 160, hidden=64)
+    nn.init.kaiming_normal_(decoder.hidden[0].weight)
+    directions = torch.from_numpy(sfm.basis[:, :50] * np.sqrt(sfm.eigenvalues[:50])).float()
+    with torch.no_grad():
+        decoder.out.weight.copy_(directions / decoder.std.reshape(-1, 1) @ torch.randn(50, 64) / 8)
+        decoder.out.bias.zero_()
+    return decoder
+
+
+def test_shape_fits_reduce_the_error_and_the_linear_number_is_independent(sfm, tmp_path):
+    store = TrainingStore(default_store())
+    basis = surrey_basis(sfm)
+    decoder = _responsive_shape_decoder(sfm)
+    result = run_shape_experiment(decoder, store, basis, 160, sfm.landmarks, sfm.units_per_mm, components=5,
+                                  targets=3, steps=60, lr=0.1)
+    assert result.target_shapes == 3 and result.pca_shapes == 14  # one shape per photo
+    assert result.nonlinear_fitted < 0.9 * result.nonlinear_initial
+    assert result.linear_fitted < 0.9 * result.linear_initial
+    assert 0 < result.linear_fitted_iod < 100 * result.linear_fitted / 50  # IOD of a face > 50 mm
+    assert Image.open(save_shape_bar_plot(result, tmp_path / "shape.png")).size[0] > 100
+
+    # the same linear number from numpy: PCA of the other photos' shapes, least squares weighted
+    # by 1 / std^2 (the decoder's loss), mean vertex distance in mm (Surrey units are mm)
+    sources = np.array(store.sources())
+    photos = list(dict.fromkeys(sources))
+    first = [int(np.flatnonzero(sources == p)[0]) for p in photos]
+    sp = store.gather("shape_para", np.array(first))[:, :40].astype(np.float64)
+    ep = store.gather("exp_para", np.array(first))[:, :10].astype(np.float64)
+    shapes = basis.mean + sp @ basis.shape_basis.T.astype(np.float64) + ep @ basis.exp_basis.T.astype(np.float64)
+    train, target = shapes[:-3], shapes[-3:]
+    mean = train.mean(0)
+    components = np.linalg.svd(train - mean, full_matrices=False)[2][:5].T
+    w = 1.0 / decoder.std.double().numpy().reshape(-1)
+    fitted = []
+    for t in target:
+        code = np.linalg.lstsq(components * w[:, None], (t - mean) * w, rcond=None)[0]
+        fitted.append(mean + components @ code)
+    distance = np.linalg.norm((np.array(fitted) - target).reshape(3, -1, 3), axis=-1).mean()
+    assert np.isclose(result.linear_fitted, distance, rtol=1e-4), (result.linear_fitted, distance)
+    initial = np.linalg.norm((mean - target).reshape(3, -1, 3), axis=-1).mean()
+    assert np.isclose(result.linear_initial, initial, rtol=1e-4)
+
+
+def test_represent_shape_needs_a_basis_and_writes_both_halves(tmp_path, untrained_checkpoint, sfm, capsys):
+    out = tmp_path / "rep"
+    args = ["represent", "--ckpt", str(untrained_checkpoint), "--out", str(out), "--k", "3", "--targets", "1",
+            "--steps", "2"]
+    assert main(args + ["--part", "shape"]) == 2
+    assert "--basis" in capsys.readouterr().err
+    basis_path = surrey_basis(sfm).save(tmp_path / "basis.npz")
+    assert main(args + ["--part", "both", "--basis", str(basis_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "mm fitted" in printed and "linear (PCA, k = 3)" in printed
+    saved = json.loads((out / "representation.json").read_text())
+    assert saved["shape"]["target_shapes"] == 1 and saved["texture"]["target_samples"] == 4
+    assert (out / "representation_shape.png").is_file() and (out / "representation.png").is_file()
+
+
+def test_shape_basis_must_match_the_decoder(sfm, paper):
+    wrong = BFMBasis(paper.mean_shape.reshape(-1), np.zeros((paper.num_vertices * 3, 2), np.float32))
+    with pytest.raises(ValueError, match="vertices"):
+        run_shape_experiment(_responsive_shape_decoder(sfm), default_store(), wrong, 160, sfm.landmarks,
+                             sfm.units_per_mm)
