@@ -55,8 +55,14 @@ def _convert_bfm(args: argparse.Namespace) -> int:
 def _preprocess(args: argparse.Namespace) -> int:
     from .data.preprocess import PreprocessSettings, preprocess
 
+    basis = None
+    if args.basis:
+        from .bfm import load_basis
+        from .facemodel import load_paper_mesh
+        load_basis(args.basis, num_vertices=load_paper_mesh().num_vertices)  # fail here, not in every worker
+        basis = str(Path(args.basis).resolve())
     settings = PreprocessSettings(shard_size=args.shard_size, flip=args.flip, copies=args.copies,
-                                  jitter=args.jitter, seed=args.seed, compress=args.compress)
+                                  jitter=args.jitter, seed=args.seed, compress=args.compress, basis=basis)
     start = time.perf_counter()
     manifest = preprocess(args.src, args.out, settings, workers=args.workers, progress=not args.quiet)
     counts, seconds = manifest["counts"], time.perf_counter() - start
@@ -217,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="random crop offsets of up to this many output pixels (default: %(default)s = centred)")
     pre.add_argument("--seed", type=int, default=0, help="seed of the crop offsets (default: %(default)s)")
     pre.add_argument("--compress", action="store_true", help="compressed .npz shards (smaller; loaded into memory)")
+    pre.add_argument("--basis", help="converted BFM basis (nl3dmm convert-bfm): unwrap the pseudo textures with "
+                                     "each label's dense shape instead of the mean shape")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_preprocess)
     default = sub.add_parser("build-default-data", help="regenerate the bundled default dataset from shared/data",

@@ -22,12 +22,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
+from .bfm import load_basis
 from .facemodel import load_face_model
 from .networks import build_model, parameter_summary
 from .training.batches import ArrayData, Schedule, TrainingData, to_device
 from .training.checkpoint import load_latest, save_checkpoint
 from .training.config import TrainConfig
 from .training.objectives import FinetuneObjective, pretrain_loss
+from .training.shape_targets import DenseShapes, mirror_partners
 from .training.visuals import reconstruction_grid, save_png
 
 
@@ -39,11 +41,17 @@ class StoreData:
     """A training store (engine/data) as TrainingData: the fields the objectives use."""
 
     FIELDS = ("image", "m", "landmarks", "texture", "texture_mask", "shape")
+    LABELS = ("shape_para", "exp_para", "flipped")  # what dense shapes are built from (training.shape_targets)
 
-    def __init__(self, root: str | Path, exclude: list[str] | tuple[str, ...] = ()):
+    def __init__(self, root: str | Path, exclude: list[str] | tuple[str, ...] = (), labels: bool = False):
         from .data.loader import TrainingStore
         self.store = TrainingStore(root)
         self.fields = [f for f in self.FIELDS if f in self.store.fields]
+        if labels:
+            missing = [f for f in self.LABELS if f not in self.store.fields]
+            if missing:
+                raise ValueError(f"{root}: the store has no {missing} field(s), which dense shapes need")
+            self.fields += list(self.LABELS)
         # Training sample i is store sample keep[i]: held-out photos simply are not in the range.
         self.keep = self.store.select_sources(exclude) if exclude else np.arange(len(self.store))
         self.excluded = len(self.store) - len(self.keep)
@@ -61,19 +69,24 @@ def split_names(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def open_training_data(path: str | None, exclude: str | None = None) -> TrainingData:
+def open_training_data(path: str | None, exclude: str | None = None, labels: bool = False) -> TrainingData:
     """A training store folder, an .npz of arrays, or (None) the bundled default data; the
-    samples of the source photos named in `exclude` (comma-separated) are left out."""
+    samples of the source photos named in `exclude` (comma-separated) are left out; `labels`
+    adds the fields dense shapes are built from (Shape_Para, Exp_Para, flipped)."""
     if path is not None and str(path).endswith(".npz"):
         if exclude:
             raise ValueError("exclude= needs a training store (its shards name each sample's source photo), "
                              f"not an .npz of arrays: {path}")
         with np.load(path) as arrays:
-            return ArrayData(**{k: arrays[k] for k in arrays.files})
+            data = ArrayData(**{k: arrays[k] for k in arrays.files})
+        missing = [f for f in ("shape_para", "exp_para") if labels and f not in data.arrays]
+        if missing:
+            raise ValueError(f"{path}: no {missing} arrays, which dense shapes (basis=) need")
+        return data
     if path is None:
         from .data import default_store
         path = default_store()
-    return StoreData(path, split_names(exclude))
+    return StoreData(path, split_names(exclude), labels)
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
@@ -130,8 +143,12 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     np.random.seed(config.seed)
-    data = data if data is not None else open_training_data(config.data, config.exclude)
+    data = data if data is not None else open_training_data(config.data, config.exclude, bool(config.basis))
     face_model = load_face_model(config.face_model)
+    shape_targets = None
+    if config.basis:
+        shape_targets = DenseShapes(load_basis(config.basis, num_vertices=face_model.num_vertices),
+                                    mirror_partners(face_model.mean_shape)).to(device)
     model = build_model(config.model, face_model).to(device).to(memory_format=torch.channels_last)
     if config.compile:  # the networks only (the renderer's ops stay eager); compiling the
         # forward methods keeps the state_dict keys, so checkpoints work with or without it
@@ -144,8 +161,11 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     say(parameter_summary(model))
     held_out = f" ({data.excluded} held out: {config.exclude})" if getattr(data, "excluded", 0) else ""
     say(f"training on {device} x {world} process(es), {len(data)} samples{held_out}, stages {stages}")
-    if "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
-        say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture)")
+    if shape_targets is not None:
+        say(f"dense shapes from {config.basis}: L0 includes the shape loss (flipped crops get the mirrored face)")
+    elif "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
+        say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture); "
+            "pass basis= (nl3dmm convert-bfm) for the shape loss")
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
@@ -169,7 +189,7 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
         first = start_step if stage_index == start_stage else 0
         summary["stages"][stage] = _run_stage(
             stage, stage_index, first, config, model, discriminator, history, data, schedule, face_model, device,
-            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir)
+            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets)
         state = None
     if writer is not None:
         writer.close()
@@ -183,12 +203,13 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
 
 def _run_stage(stage, stage_index, first_step, config, model, discriminator, history, data, schedule, face_model,
-               device, world, rank, writer, say, state, ckpt_dir) -> dict:
+               device, world, rank, writer, say, state, ckpt_dir, shape_targets=None) -> dict:
     main = rank == 0
     lr = config.stage_lr(stage)
     core = model
     # Without dense shape targets L0 leaves the shape branch unused; DDP must be told.
-    net = DistributedDataParallel(model, find_unused_parameters=stage == "pretrain") if world > 1 else model
+    unused = stage == "pretrain" and shape_targets is None and "shape" not in getattr(data, "fields", ())
+    net = DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
     optimizers = {"model": _adam(model.parameters(), lr, config, device)}
     disc = None
     if stage == "finetune":
@@ -228,6 +249,8 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         out = batch = None
         for i, indices in enumerate(micro_batches):
             batch = to_device(data.get(indices), device)
+            if shape_targets is not None:
+                batch["shape"] = shape_targets(batch["shape_para"], batch["exp_para"], batch.get("flipped"))
             # Only the last micro-batch's backward all-reduces the accumulated gradients.
             sync = net.no_sync() if (world > 1 and i < len(micro_batches) - 1) else contextlib.nullcontext()
             with sync:

@@ -56,6 +56,7 @@ class PreprocessSettings:
     image_size: int = CROP_SIZE
     compress: bool = False        # .npz shards (small, loaded to RAM) instead of .npy (mapped)
     depth_tolerance: float = DEPTH_TOLERANCE  # visibility slack of the pseudo textures
+    basis: str | None = None      # converted BFM basis: unwrap with each label's dense shape, not the mean
 
     def __post_init__(self):
         if self.shard_size < 1 or self.copies < 1 or self.jitter < 0 or self.crop_scale <= 0:
@@ -112,6 +113,30 @@ def _texture_maker(depth_tolerance: float) -> PseudoTexture:
     return makers[depth_tolerance]
 
 
+def _shape_maker(basis_path: str):
+    """The dense-shape builder of a basis file (loaded once per worker), for the paper mesh."""
+    makers = _WORKER.setdefault("shapes", {})
+    if basis_path not in makers:
+        from ..bfm import load_basis
+        from ..facemodel import load_paper_mesh
+        from ..training.shape_targets import DenseShapes, mirror_partners
+        mesh = load_paper_mesh()
+        makers[basis_path] = DenseShapes(load_basis(basis_path, num_vertices=mesh.num_vertices),
+                                         mirror_partners(mesh.mean_shape))
+    return makers[basis_path]
+
+
+def _label_shapes(records: list, basis_path: str) -> np.ndarray:
+    """(n, V, 3) dense shapes of `records` ((crop, label) pairs), mirrored for flipped crops."""
+    import torch
+
+    shape_para = torch.from_numpy(np.array([np.ravel(label[1]) for _, label in records], np.float32))
+    exp_para = torch.from_numpy(np.array([np.ravel(label[2]) for _, label in records], np.float32))
+    flipped = torch.tensor([crop.flipped for crop, _ in records])
+    with torch.no_grad():
+        return _shape_maker(basis_path)(shape_para, exp_para, flipped).numpy()
+
+
 def _report(kind: str, value) -> None:
     target = _WORKER.get("queue")
     if target is None:
@@ -164,7 +189,8 @@ def build_shard(job: ShardJob) -> ShardResult:
     for lo in range(0, n, TEXTURE_BATCH):
         hi = min(lo + TEXTURE_BATCH, n)
         m64 = np.stack([records[i][0].m for i in range(lo, hi)])
-        texture[lo:hi], mask[lo:hi] = maker(images[lo:hi], m64)
+        shapes = _label_shapes(records[lo:hi], job.settings.basis) if job.settings.basis else None
+        texture[lo:hi], mask[lo:hi] = maker(images[lo:hi], m64, shapes)
         _report("done", hi - lo)
     arrays = {
         "image": images,
@@ -213,9 +239,13 @@ def _open_manifest(out: Path, settings: PreprocessSettings, digest: str, sources
     if leftovers:
         raise StoreError(f"{out} is not empty and has no {MANIFEST} (found {leftovers[:5]}): refusing to write into it")
     notes = {
-        "shapes": "no dense ground-truth shapes (the BFM bases are not available): no `shape` field; "
-                  "textures are unwrapped with the mean shape of the paper mesh posed by each crop's m "
-                  "(a stand-in: they line up with the photo only as well as the mean face does)",
+        "shapes": (f"textures are unwrapped with each label's dense shape (Shape_Para, Exp_Para and the basis "
+                   f"{settings.basis}; mirrored for flipped crops) posed by the crop's m; no `shape` field is "
+                   "stored: training builds dense shapes from shape_para/exp_para with basis=")
+        if settings.basis else
+        "no dense ground-truth shapes (no BFM basis given): no `shape` field; "
+        "textures are unwrapped with the mean shape of the paper mesh posed by each crop's m "
+        "(a stand-in: they line up with the photo only as well as the mean face does)",
         "crop": f"square window centred on the 68 landmarks' bounding box, side = {settings.crop_scale} x "
                 f"its larger side, resized to {settings.image_size} (nl3dmm.data.crop)",
         "flip": "flipped samples mirror the crop; m = camera.flip_m (the mirrored face), landmarks re-ordered "

@@ -13,6 +13,7 @@ class TrainConfig:
     stage: str = "pretrain"            # "pretrain" (L0), "finetune" (L) or "both"
     data: Optional[str] = None         # training store; None: the bundled default data
     exclude: Optional[str] = None      # comma-separated source photos not to train on (held out for evaluation)
+    basis: Optional[str] = None        # converted BFM basis (nl3dmm convert-bfm): dense shapes for L0's shape loss
     out: str = "runs/cvpr18"
     steps: int = 1000                  # optimiser steps per stage
     batch_size: int = 128              # global batch (all ranks, all micro-batches)
