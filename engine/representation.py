@@ -4,8 +4,9 @@ UV textures (texture half) or dense shapes (shape half) when only its code is fr
 * Targets: pseudo ground-truth UV textures of a store (`nl3dmm preprocess`), resized to the
   nonlinear decoder's texture size with the training loss's rule (area averaging; a texel is
   visible only if all of it was), compared on visible texels only.
-* Split by *source photo* (the store's shard records): the targets come from `targets` photos,
-  the linear model's PCA from all the other photos, so neither model has seen the target faces
+* Split by *face* (the store's shard records, merged where labels share Shape_Para and Exp_Para,
+  as 300W-LP's synthesized views of one photo do): the targets come from `targets` faces, the
+  linear model's PCA from all the other faces, so neither model has seen the target faces
   (the nonlinear decoder was trained on whatever its checkpoint says; for a fair number it
   must not have been trained on the target photos either — the report names the checkpoint).
 * Linear model: PCA (`LinearMorphableModel.from_pca`, k components) of the other photos'
@@ -107,12 +108,26 @@ def fit_decoder_codes(decoder: TextureDecoder, targets: torch.Tensor, visible: t
                           targets.shape[0], code_size, steps, lr)
 
 
-def split_photos(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(source photo of every sample, the last `targets` photos (held out), is-target per sample)."""
+def face_of_each_sample(store: TrainingStore) -> np.ndarray:
+    """The face each sample shows, named by the first source photo whose label has the same
+    Shape_Para and Exp_Para. 300W-LP stores each synthesized view of a photo as its own record
+    with the parameters of the original, so holding out by record alone would put views of a
+    target face into the PCA. Without parameter fields, the source photo."""
     sources = np.array(store.sources())
+    if not {"shape_para", "exp_para"} <= set(store.fields):
+        return sources
+    every = np.arange(len(store))
+    keys = np.concatenate([store.gather("shape_para", every), store.gather("exp_para", every)], 1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return sources[first][inverse.reshape(-1)]
+
+
+def split_photos(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(face of every sample, the last `targets` faces (held out), is-target per sample)."""
+    sources = face_of_each_sample(store)
     photos = list(dict.fromkeys(sources))  # first-seen order
     if not 1 <= targets < len(photos):
-        raise ValueError(f"targets = {targets}: the store has {len(photos)} source photos; hold out 1..{len(photos) - 1}")
+        raise ValueError(f"targets = {targets}: the store shows {len(photos)} faces; hold out 1..{len(photos) - 1}")
     held_out = photos[-targets:]
     return sources, held_out, np.isin(sources, held_out)
 

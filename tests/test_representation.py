@@ -160,3 +160,31 @@ def test_shape_basis_must_match_the_decoder(sfm, paper):
     with pytest.raises(ValueError, match="vertices"):
         run_shape_experiment(_responsive_shape_decoder(sfm), default_store(), wrong, 160, sfm.landmarks,
                              sfm.units_per_mm)
+
+
+class _Views:
+    """Just what face_of_each_sample reads: records, and labels where views share parameters."""
+
+    fields = ["shape_para", "exp_para"]
+
+    def __init__(self):
+        self.records = ["IBUG/a_1_0", "IBUG/a_1_0", "IBUG/a_1_1", "IBUG/b_1_0", "IBUG/a_1_2"]
+        self.params = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [1.0, 2.0]], np.float32)
+
+    def __len__(self):
+        return len(self.records)
+
+    def sources(self):
+        return list(self.records)
+
+    def gather(self, field, indices):
+        return self.params[indices][:, :1] if field == "shape_para" else self.params[indices][:, 1:]
+
+
+def test_synthesized_views_of_one_face_are_held_out_together():
+    from nl3dmm.representation import face_of_each_sample, split_photos
+
+    faces = face_of_each_sample(_Views())
+    assert list(faces) == ["IBUG/a_1_0"] * 3 + ["IBUG/b_1_0", "IBUG/a_1_0"]
+    _, held_out, is_target = split_photos(_Views(), 1)
+    assert held_out == ["IBUG/b_1_0"] and list(is_target) == [False, False, False, True, False]
