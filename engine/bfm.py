@@ -127,7 +127,7 @@ class BFMBasis:
 
 def _as_vector(value: np.ndarray, size: int, what: str) -> np.ndarray:
     value = np.asarray(value, dtype=np.float64)
-    if value.ndim == 2 and 1 in value.shape:  # (K, 1) as stored in the .mat files, or (1, K)
+    if value.ndim == 2 and value.shape[1] == 1 and value.shape[0] == size:  # (K, 1) as the .mat files store it
         value = value.reshape(-1)
     if value.shape[-1:] != (size,):
         got = value.shape[-1] if value.ndim else 1

@@ -207,8 +207,7 @@ def photo_shapes(store: TrainingStore, sources: np.ndarray, photos: list[str], b
         raise ValueError(f"{store.root}: labels have {shape_para.shape[1]} shape / "
                          f"{store.field_spec('exp_para')[1][0]} expression parameters, the basis "
                          f"{basis.num_shape} / {basis.num_exp}")
-    # dense_shape reads a (1, K) row as one label's vector, so restore the batch axis
-    return torch.from_numpy(dense_shape(shape_para, exp_para, basis)).reshape(len(photos), -1, 3)
+    return torch.from_numpy(dense_shape(shape_para, exp_para, basis))
 
 
 def vertex_distance(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,7 @@ def test_300wlp_layout_parameters_and_indices(tmp_path, seed):
     batch = dense_shape(sps, eps, basis)
     assert batch.shape == (3, V, 3) and batch.dtype == np.float32
     np.testing.assert_allclose(batch[2], dense_shape(sps[2], eps[2], basis), atol=2e-5 * np.abs(batch).max())
+    assert dense_shape(sps[:1], eps[:1], basis).shape == (1, V, 3)  # a batch of one stays a batch
 
 
 def test_real_3ddfa_means_give_the_authors_mean_shape(tmp_path, seed, shared_data):
