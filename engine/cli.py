@@ -94,10 +94,9 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
     import json
 
     from .aflw2000_eval import evaluate_checkpoint
+    from .training.config import split_names
 
     start = time.perf_counter()
-    from .train import split_names
-
     result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
                                  progress=not args.quiet, only=split_names(args.only) or None)
     print(result.report.table())

@@ -22,14 +22,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
-from .bfm import load_basis
 from .facemodel import load_face_model
 from .networks import build_model, parameter_summary
 from .training.batches import ArrayData, Schedule, TrainingData, to_device
 from .training.checkpoint import load_latest, save_checkpoint
-from .training.config import TrainConfig
+from .training.config import TrainConfig, split_names
 from .training.objectives import FinetuneObjective, pretrain_loss
-from .training.shape_targets import DenseShapes, mirror_partners
+from .training.shape_targets import DenseShapes
 from .training.visuals import reconstruction_grid, save_png
 
 
@@ -62,11 +61,6 @@ class StoreData:
     def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         rows = self.keep[np.asarray(indices, dtype=np.int64)]
         return {f: self.store.gather(f, rows) for f in self.fields}
-
-
-def split_names(text: str | None) -> list[str]:
-    """`a,b, c` -> ["a", "b", "c"] (a command-line list of photo names)."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def open_training_data(path: str | None, exclude: str | None = None, labels: bool = False) -> TrainingData:
@@ -147,8 +141,7 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     face_model = load_face_model(config.face_model)
     shape_targets = None
     if config.basis:
-        shape_targets = DenseShapes(load_basis(config.basis, num_vertices=face_model.num_vertices),
-                                    mirror_partners(face_model.mean_shape)).to(device)
+        shape_targets = DenseShapes.from_file(config.basis, face_model).to(device)
     model = build_model(config.model, face_model).to(device).to(memory_format=torch.channels_last)
     if config.compile:  # the networks only (the renderer's ops stay eager); compiling the
         # forward methods keeps the state_dict keys, so checkpoints work with or without it
@@ -161,9 +154,10 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     say(parameter_summary(model))
     held_out = f" ({data.excluded} held out: {config.exclude})" if getattr(data, "excluded", 0) else ""
     say(f"training on {device} x {world} process(es), {len(data)} samples{held_out}, stages {stages}")
+    has_shapes = shape_targets is not None or "shape" in getattr(data, "fields", getattr(data, "arrays", {}))
     if shape_targets is not None:
         say(f"dense shapes from {config.basis}: L0 includes the shape loss (flipped crops get the mirrored face)")
-    elif "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
+    elif not has_shapes:
         say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture); "
             "pass basis= (nl3dmm convert-bfm) for the shape loss")
     writer = None
@@ -189,7 +183,8 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
         first = start_step if stage_index == start_stage else 0
         summary["stages"][stage] = _run_stage(
             stage, stage_index, first, config, model, discriminator, history, data, schedule, face_model, device,
-            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets)
+            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets,
+            has_shapes)
         state = None
     if writer is not None:
         writer.close()
@@ -203,12 +198,12 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
 
 def _run_stage(stage, stage_index, first_step, config, model, discriminator, history, data, schedule, face_model,
-               device, world, rank, writer, say, state, ckpt_dir, shape_targets=None) -> dict:
+               device, world, rank, writer, say, state, ckpt_dir, shape_targets=None, has_shapes=False) -> dict:
     main = rank == 0
     lr = config.stage_lr(stage)
     core = model
     # Without dense shape targets L0 leaves the shape branch unused; DDP must be told.
-    unused = stage == "pretrain" and shape_targets is None and "shape" not in getattr(data, "fields", ())
+    unused = stage == "pretrain" and not has_shapes
     net = DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
     optimizers = {"model": _adam(model.parameters(), lr, config, device)}
     disc = None

@@ -117,12 +117,9 @@ def _shape_maker(basis_path: str):
     """The dense-shape builder of a basis file (loaded once per worker), for the paper mesh."""
     makers = _WORKER.setdefault("shapes", {})
     if basis_path not in makers:
-        from ..bfm import load_basis
         from ..facemodel import load_paper_mesh
-        from ..training.shape_targets import DenseShapes, mirror_partners
-        mesh = load_paper_mesh()
-        makers[basis_path] = DenseShapes(load_basis(basis_path, num_vertices=mesh.num_vertices),
-                                         mirror_partners(mesh.mean_shape))
+        from ..training.shape_targets import DenseShapes
+        makers[basis_path] = DenseShapes.from_file(basis_path, load_paper_mesh())
     return makers[basis_path]
 
 

@@ -70,6 +70,11 @@ def make_config(preset: str = "cvpr18", **overrides) -> TrainConfig:
     return config
 
 
+def split_names(text: str | None) -> list[str]:
+    """`a,b, c` -> ["a", "b", "c"]: a command-line list of photo names (exclude=, --only)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """`key=value` from the command line, typed by the field's default."""
     if "=" not in text:

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bfm import BFMBasis
+from ..bfm import BFMBasis, load_basis
+from ..facemodel import FaceModel
 
 
 def mirror_partners(mean_shape: np.ndarray) -> np.ndarray:
@@ -46,6 +47,12 @@ class DenseShapes(nn.Module):
                                                                            dtype=np.float32)))  # (K, 3V)
         self.register_buffer("mirror", torch.from_numpy(np.asarray(mirror, dtype=np.int64)))
         self.register_buffer("reflect", torch.tensor([-1.0, 1.0, 1.0]))
+
+    @classmethod
+    def from_file(cls, path: str, face_model: FaceModel) -> "DenseShapes":
+        """The builder for a converted basis file on `face_model`'s mesh (its vertex count is
+        checked; its mean shape gives the mirror partners)."""
+        return cls(load_basis(path, num_vertices=face_model.num_vertices), mirror_partners(face_model.mean_shape))
 
     def forward(self, shape_para: torch.Tensor, exp_para: torch.Tensor | None,
                 flipped: torch.Tensor | None = None) -> torch.Tensor:
