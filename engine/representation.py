@@ -122,7 +122,7 @@ def face_of_each_sample(store: TrainingStore) -> np.ndarray:
     return sources[first][inverse.reshape(-1)]
 
 
-def split_photos(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+def split_faces(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(face of every sample, the last `targets` faces (held out), is-target per sample)."""
     sources = face_of_each_sample(store)
     photos = list(dict.fromkeys(sources))  # first-seen order
@@ -136,7 +136,7 @@ def run_experiment(decoder: TextureDecoder, store: TrainingStore | str | Path, c
                    targets: int = 3, steps: int = 300, lr: float = 0.1) -> RepresentationResult:
     """Fit both models to the textures of the last `targets` source photos of the store."""
     store = store if isinstance(store, TrainingStore) else TrainingStore(store)
-    _, held_out, is_target = split_photos(store, targets)
+    _, held_out, is_target = split_faces(store, targets)
     size = decoder_texture_size(decoder, code_size)
     target, visible = texture_targets(store, np.flatnonzero(is_target), size)
     train, train_visible = texture_targets(store, np.flatnonzero(~is_target), size)
@@ -246,7 +246,7 @@ def run_shape_experiment(decoder: torch.nn.Module, store: TrainingStore | str | 
     V = decoder.mean.shape[0]
     if basis.num_vertices != V:
         raise ValueError(f"the basis has {basis.num_vertices} vertices, the shape decoder {V}")
-    sources, held_out, _ = split_photos(store, targets)
+    sources, held_out, _ = split_faces(store, targets)
     others = [photo for photo in dict.fromkeys(sources) if photo not in held_out]
     if len(others) > pca_shapes:
         others = sorted(np.random.default_rng(seed).choice(others, pca_shapes, replace=False).tolist())

@@ -182,9 +182,9 @@ class _Views:
 
 
 def test_synthesized_views_of_one_face_are_held_out_together():
-    from nl3dmm.representation import face_of_each_sample, split_photos
+    from nl3dmm.representation import face_of_each_sample, split_faces
 
     faces = face_of_each_sample(_Views())
     assert list(faces) == ["IBUG/a_1_0"] * 3 + ["IBUG/b_1_0", "IBUG/a_1_0"]
-    _, held_out, is_target = split_photos(_Views(), 1)
+    _, held_out, is_target = split_faces(_Views(), 1)
     assert held_out == ["IBUG/b_1_0"] and list(is_target) == [False, False, False, True, False]
