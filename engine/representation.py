@@ -108,23 +108,9 @@ def fit_decoder_codes(decoder: TextureDecoder, targets: torch.Tensor, visible: t
                           targets.shape[0], code_size, steps, lr)
 
 
-def face_of_each_sample(store: TrainingStore) -> np.ndarray:
-    """The face each sample shows, named by the first source photo whose label has the same
-    Shape_Para and Exp_Para. 300W-LP stores each synthesized view of a photo as its own record
-    with the parameters of the original, so holding out by record alone would put views of a
-    target face into the PCA. Without parameter fields, the source photo."""
-    sources = np.array(store.sources())
-    if not {"shape_para", "exp_para"} <= set(store.fields):
-        return sources
-    every = np.arange(len(store))
-    keys = np.concatenate([store.gather("shape_para", every), store.gather("exp_para", every)], 1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    return sources[first][inverse.reshape(-1)]
-
-
 def split_faces(store: TrainingStore, targets: int) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(face of every sample, the last `targets` faces (held out), is-target per sample)."""
-    sources = face_of_each_sample(store)
+    sources = store.faces()
     photos = list(dict.fromkeys(sources))  # first-seen order
     if not 1 <= targets < len(photos):
         raise ValueError(f"targets = {targets}: the store shows {len(photos)} faces; hold out 1..{len(photos) - 1}")

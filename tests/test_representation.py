@@ -163,9 +163,13 @@ def test_shape_basis_must_match_the_decoder(sfm, paper):
 
 
 class _Views:
-    """Just what face_of_each_sample reads: records, and labels where views share parameters."""
+    """Just what TrainingStore.faces reads: records, and labels where views share parameters
+    (as 300W-LP's synthesized views of one photo do)."""
 
     fields = ["shape_para", "exp_para"]
+    root = "views"
+    faces = TrainingStore.faces
+    select_sources = TrainingStore.select_sources
 
     def __init__(self):
         self.records = ["IBUG/a_1_0", "IBUG/a_1_0", "IBUG/a_1_1", "IBUG/b_1_0", "IBUG/a_1_2"]
@@ -182,9 +186,12 @@ class _Views:
 
 
 def test_synthesized_views_of_one_face_are_held_out_together():
-    from nl3dmm.representation import face_of_each_sample, split_faces
+    from nl3dmm.representation import split_faces
 
-    faces = face_of_each_sample(_Views())
+    faces = _Views().faces()
     assert list(faces) == ["IBUG/a_1_0"] * 3 + ["IBUG/b_1_0", "IBUG/a_1_0"]
     _, held_out, is_target = split_faces(_Views(), 1)
     assert held_out == ["IBUG/b_1_0"] and list(is_target) == [False, False, False, True, False]
+    # excluding one view from training excludes its face's other views too
+    assert list(_Views().select_sources(["a_1_1"])) == [3]
+    assert list(_Views().select_sources(["IBUG/b_1_0"])) == [0, 1, 2, 4]

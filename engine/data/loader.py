@@ -108,18 +108,32 @@ class TrainingStore:
             records.extend(info["records"])
         return records
 
+    def faces(self) -> np.ndarray:
+        """The face each sample shows, named by the first source photo whose label has the same
+        Shape_Para and Exp_Para. 300W-LP stores each synthesized view of a photo as its own
+        record with the parameters of the original, so a held-out face must take all its views
+        along. Without parameter fields, the source photo."""
+        sources = np.array(self.sources())
+        if not {"shape_para", "exp_para"} <= set(self.fields):
+            return sources
+        every = np.arange(len(self))
+        keys = np.concatenate([self.gather("shape_para", every), self.gather("exp_para", every)], 1)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        return sources[first][inverse.reshape(-1)]
+
     def select_sources(self, exclude: Sequence[str] = ()) -> np.ndarray:
-        """Indices of the samples whose source photo is not in `exclude`. A name matches a
-        record exactly or by its last path part (`image00050` matches `prnet/aflw2000/image00050`);
-        a name that matches nothing is an error, so a typo cannot silently train on a test photo."""
-        records = self.sources()
+        """Indices of the samples whose face is not shown by any source photo in `exclude`. A
+        name matches a record exactly or by its last path part (`image00050` matches
+        `prnet/aflw2000/image00050`); every view of a matched face goes (see `faces`). A name
+        that matches nothing is an error, so a typo cannot silently train on a test photo."""
+        records, faces = self.sources(), self.faces()
         keep = np.ones(len(records), dtype=bool)
         for name in exclude:
             hit = np.array([r == name or r.rsplit("/", 1)[-1] == name for r in records], dtype=bool)
             if not hit.any():
                 raise ValueError(f"{self.root}: no source photo named {name!r} to exclude "
                                  f"(records look like {records[0]!r})")
-            keep &= ~hit
+            keep &= ~np.isin(faces, faces[hit])
         if not keep.any():
             raise ValueError(f"{self.root}: excluding {list(exclude)} leaves no samples")
         return np.flatnonzero(keep)
