@@ -154,10 +154,9 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     say(parameter_summary(model))
     held_out = f" ({data.excluded} held out: {config.exclude})" if getattr(data, "excluded", 0) else ""
     say(f"training on {device} x {world} process(es), {len(data)} samples{held_out}, stages {stages}")
-    has_shapes = shape_targets is not None or "shape" in getattr(data, "fields", getattr(data, "arrays", {}))
     if shape_targets is not None:
         say(f"dense shapes from {config.basis}: L0 includes the shape loss (flipped crops get the mirrored face)")
-    elif not has_shapes:
+    elif "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
         say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture); "
             "pass basis= (nl3dmm convert-bfm) for the shape loss")
     writer = None
@@ -183,8 +182,7 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
         first = start_step if stage_index == start_stage else 0
         summary["stages"][stage] = _run_stage(
             stage, stage_index, first, config, model, discriminator, history, data, schedule, face_model, device,
-            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets,
-            has_shapes)
+            world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets)
         state = None
     if writer is not None:
         writer.close()
@@ -198,13 +196,12 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
 
 def _run_stage(stage, stage_index, first_step, config, model, discriminator, history, data, schedule, face_model,
-               device, world, rank, writer, say, state, ckpt_dir, shape_targets=None, has_shapes=False) -> dict:
+               device, world, rank, writer, say, state, ckpt_dir, shape_targets=None) -> dict:
     main = rank == 0
     lr = config.stage_lr(stage)
     core = model
-    # Without dense shape targets L0 leaves the shape branch unused; DDP must be told.
-    unused = stage == "pretrain" and not has_shapes
-    net = DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
+    # L0 leaves a branch unused when the data has no dense shapes or no pseudo textures; DDP must be told.
+    net = DistributedDataParallel(model, find_unused_parameters=stage == "pretrain") if world > 1 else model
     optimizers = {"model": _adam(model.parameters(), lr, config, device)}
     disc = None
     if stage == "finetune":

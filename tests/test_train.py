@@ -34,6 +34,9 @@ def _arrays(n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
         landmarks=(rng.random((n, 68, 2)) * 224).astype(np.float32),
         texture=(rng.random((n, 192, 224, 3)) * 255).astype(np.uint8),
         texture_mask=rng.random((n, 192, 224)) > 0.3,
+        shape_para=rng.normal(0, 1e4, (n, 199)).astype(np.float32),  # used only with basis=
+        exp_para=rng.normal(0, 0.3, (n, 29)).astype(np.float32),
+        flipped=np.arange(n) % 2 == 1,
     )
 
 
@@ -67,14 +70,31 @@ def test_tiny_run_lowers_the_loss(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, data_file):
+@pytest.fixture(scope="module")
+def basis_file(tmp_path_factory) -> Path:
+    """A random basis on the Surrey mesh (dense shapes for the shape loss)."""
+    from nl3dmm.bfm import BFMBasis
+
+    rng = np.random.default_rng(1)
+    fm = load_face_model("surrey")
+    D = 3 * fm.num_vertices
+    basis = BFMBasis(fm.mean_shape.reshape(-1), rng.normal(0, 1e-4, (D, 8)).astype(np.float32),
+                     rng.normal(0, 1.0, (D, 4)).astype(np.float32), source="random (test)")
+    return basis.save(tmp_path_factory.mktemp("basis") / "basis.npz")
+
+
+@pytest.mark.parametrize("shapes", ["no dense shapes", "dense shapes from a basis"])
+def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, data_file, basis_file, shapes):
     common = ["steps=3", "batch_size=4", f"data={data_file}", "ckpt_every=3", "log_every=1", "progress=false"]
+    if shapes != "no dense shapes":  # the shape loss, flipped samples mirrored, under DDP
+        common.append(f"basis={basis_file}")
     ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 "-m", "nl3dmm", "train", "--config", "tiny", f"out={tmp_path / 'ddp'}", *common])
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-4000:]
     single = _run([sys.executable, "-m", "nl3dmm", "train", "--config", "tiny", f"out={tmp_path / 'one'}",
                    "accumulate=2", *common])
     assert single.returncode == 0, single.stderr[-4000:]
+    assert ("dense shapes from" in single.stdout) == (shapes != "no dense shapes"), single.stdout[-2000:]
     a = _params(list_checkpoints(tmp_path / "ddp" / "checkpoints")[0])
     b = _params(list_checkpoints(tmp_path / "one" / "checkpoints")[0])
     assert a.keys() == b.keys()
