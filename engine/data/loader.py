@@ -108,12 +108,13 @@ class TrainingStore:
             records.extend(info["records"])
         return records
 
-    def faces(self) -> np.ndarray:
+    def faces(self, records: list[str] | None = None) -> np.ndarray:
         """The face each sample shows, named by the first source photo whose label has the same
         Shape_Para and Exp_Para. 300W-LP stores each synthesized view of a photo as its own
         record with the parameters of the original, so a held-out face must take all its views
-        along. Without parameter fields, the source photo."""
-        sources = np.array(self.sources())
+        along. Without parameter fields, the source photo. `records`: `sources()`, when the
+        caller has it already."""
+        sources = np.array(self.sources() if records is None else records)
         if not {"shape_para", "exp_para"} <= set(self.fields):
             return sources
         every = np.arange(len(self))
@@ -126,7 +127,8 @@ class TrainingStore:
         name matches a record exactly or by its last path part (`image00050` matches
         `prnet/aflw2000/image00050`); every view of a matched face goes (see `faces`). A name
         that matches nothing is an error, so a typo cannot silently train on a test photo."""
-        records, faces = self.sources(), self.faces()
+        records = self.sources()
+        faces = self.faces(records)
         keep = np.ones(len(records), dtype=bool)
         for name in exclude:
             hit = np.array([r == name or r.rsplit("/", 1)[-1] == name for r in records], dtype=bool)
