@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
@@ -112,7 +112,7 @@ setup(
     version="0.1.0",
     description="Nonlinear 3D Face Morphable Model with a custom differentiable renderer",
     python_requires=">=3.10",
-    packages=["nl3dmm", "nl3dmm.data", "nl3dmm.render", "nl3dmm.render.backends", "nl3dmm.kernels"],
+    packages=["nl3dmm", *(f"nl3dmm.{p}" for p in find_packages("engine")), "nl3dmm.kernels"],
     package_dir={"nl3dmm": "engine", "nl3dmm.kernels": "kernels"},
     package_data={"nl3dmm": ["assets/*", "assets/*/*", "assets/*/*/*"]},
     ext_modules=[extension],

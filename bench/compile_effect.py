@@ -5,8 +5,8 @@ pretrain step, paper mesh, B = 8, CPU:
     python bench/compile_effect.py compile
 """
 import time, torch, numpy as np, sys
-from nl3dmm.facemodel import load_face_model
-from nl3dmm.networks import build_model
+from nl3dmm.face.facemodel import load_face_model
+from nl3dmm.model.networks import build_model
 from nl3dmm.training.batches import to_device
 from nl3dmm.training.objectives import pretrain_loss
 mode = sys.argv[1]

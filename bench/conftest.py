@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import nl3dmm
-from nl3dmm.camera import image_to_clip, project_pose_para
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.camera import image_to_clip, project_pose_para
+from nl3dmm.face.facemodel import load_paper_mesh
 
 SIZE = 224
 

@@ -6,9 +6,9 @@ cvpr18 on the paper mesh, B = 8, CPU: times three optimiser steps under cProfile
 time inside nl3dmm._C (rasterize, interpolate, sample_texture and their backward passes).
 """
 import cProfile, pstats, time, torch, numpy as np
-from nl3dmm.adversarial import PatchDiscriminator
-from nl3dmm.facemodel import load_face_model
-from nl3dmm.networks import build_model
+from nl3dmm.model.adversarial import PatchDiscriminator
+from nl3dmm.face.facemodel import load_face_model
+from nl3dmm.model.networks import build_model
 from nl3dmm.training.batches import to_device
 from nl3dmm.training.objectives import FinetuneObjective
 torch.manual_seed(0)

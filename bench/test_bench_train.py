@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.adversarial import PatchDiscriminator
-from nl3dmm.facemodel import load_face_model
-from nl3dmm.networks import build_model
+from nl3dmm.model.adversarial import PatchDiscriminator
+from nl3dmm.face.facemodel import load_face_model
+from nl3dmm.model.networks import build_model
 from nl3dmm.training.batches import to_device
 from nl3dmm.training.objectives import FinetuneObjective, pretrain_loss
 

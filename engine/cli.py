@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .demo import DEFAULT_SAMPLE, render_demo
+    from .tasks.demo import DEFAULT_SAMPLE, render_demo
     from .render import available_backends
 
     sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE
@@ -23,7 +23,7 @@ def _render(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import json
 
-    from .train import train
+    from .training.loop import train
     from .training.config import make_config, parse_override
 
     overrides = dict(parse_override(text) for text in args.overrides)
@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _convert_bfm(args: argparse.Namespace) -> int:
-    from .bfm import convert_300wlp, convert_bfm2009
+    from .face.bfm import convert_300wlp, convert_bfm2009
 
     start = time.perf_counter()
     if args.model_shape and (args.vertex_map or args.index_base is not None):
@@ -57,8 +57,8 @@ def _preprocess(args: argparse.Namespace) -> int:
 
     basis = None
     if args.basis:
-        from .bfm import load_basis
-        from .facemodel import load_paper_mesh
+        from .face.bfm import load_basis
+        from .face.facemodel import load_paper_mesh
         load_basis(args.basis, num_vertices=load_paper_mesh().num_vertices)  # fail here, not in every worker
         basis = str(Path(args.basis).resolve())
     settings = PreprocessSettings(shard_size=args.shard_size, flip=args.flip, copies=args.copies,
@@ -93,7 +93,7 @@ def _build_default_data(args: argparse.Namespace) -> int:
 def _eval_aflw2000(args: argparse.Namespace) -> int:
     import json
 
-    from .aflw2000_eval import evaluate_checkpoint
+    from .tasks.aflw2000 import evaluate_checkpoint
     from .training.config import split_names
 
     start = time.perf_counter()
@@ -119,8 +119,8 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from .aflw2000_eval import pick_device
-    from .reconstruct import reconstruct
+    from .tasks.aflw2000 import pick_device
+    from .tasks.reconstruct import reconstruct
 
     start = time.perf_counter()
     report = reconstruct(args.inputs, args.ckpt, args.out, args.box, args.landmarks, args.batch,
@@ -134,10 +134,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _represent(args: argparse.Namespace) -> int:
-    from .bfm import load_basis
+    from .face.bfm import load_basis
     from .data import default_store
-    from .model_io import load_trained
-    from .representation import (run_experiment, run_shape_experiment, save_bar_plot, save_shape_bar_plot,
+    from .model.inference import load_trained
+    from .tasks.representation import (run_experiment, run_shape_experiment, save_bar_plot, save_shape_bar_plot,
                                  write_report)
 
     start = time.perf_counter()

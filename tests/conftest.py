@@ -61,8 +61,8 @@ def shared_data() -> Path:
 
 def write_untrained_checkpoint(path: Path, network: str = "cvpr18", face_model: str = "surrey") -> Path:
     """A checkpoint in `nl3dmm train`'s format holding an untrained network (no training: fast)."""
-    from nl3dmm.facemodel import load_face_model
-    from nl3dmm.networks import build_model
+    from nl3dmm.face.facemodel import load_face_model
+    from nl3dmm.model.networks import build_model
     from nl3dmm.training.config import make_config
 
     torch.manual_seed(0)
@@ -81,12 +81,12 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paper():
     """The authors' 53,215-vertex mesh with its statistics (bundled copy)."""
-    from nl3dmm.facemodel import load_paper_mesh
+    from nl3dmm.face.facemodel import load_paper_mesh
     return load_paper_mesh()
 
 
 @pytest.fixture(scope="session")
 def sfm(paper):
     """The Surrey Face Model (3,448 vertices), camera statistics carried over from `paper`."""
-    from nl3dmm.facemodel import load_surrey_model
+    from nl3dmm.face.facemodel import load_surrey_model
     return load_surrey_model(reference=paper)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.aflw2000_eval import evaluate_folder
-from nl3dmm.camera import project_m
+from nl3dmm.tasks.aflw2000 import evaluate_folder
+from nl3dmm.face.camera import project_m
 from nl3dmm.cli import main
 from nl3dmm.data.samples import find_samples, read_sample
-from nl3dmm.inference_crop import (crop_to_window, to_source_m, to_source_points, window_centre_square,
+from nl3dmm.tasks.inference_crop import (crop_to_window, to_source_m, to_source_points, window_centre_square,
                                    window_from_box, window_from_landmarks)
-from nl3dmm.model_io import load_trained, predict
-from nl3dmm.training.checkpoint import CheckpointError
+from nl3dmm.model.inference import load_trained, predict
+from nl3dmm.model.checkpoint import CheckpointError
 
 
 def _aflw_dir(shared_data):

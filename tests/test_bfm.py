@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from nl3dmm.bfm import (DEFAULT_VERTEX_MAP, NO_BASIS_MESSAGE, BFMBasis, convert_300wlp, convert_bfm2009,
+from nl3dmm.face.bfm import (DEFAULT_VERTEX_MAP, NO_BASIS_MESSAGE, BFMBasis, convert_300wlp, convert_bfm2009,
                         dense_shape, load_basis, read_basis, read_vertex_map)
 from nl3dmm.cli import main
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.facemodel import load_paper_mesh
 
 V = 12          # vertices of the synthetic 53,215-style model
 V_FULL = 15     # vertices of the synthetic BFM 2009 before the reduction
@@ -101,7 +101,7 @@ def test_real_parameters_through_the_converter_fit_the_real_landmarks(tmp_path, 
     landmarks are 3DDFA's real 40 + 10 basis (other rows 0), fed each AFLW2000-3D sample's own
     Shape_Para / Exp_Para in their raw units, puts the landmarks within ~2 px of `pt3d_68`, far
     closer than the mean shape does: the units (no sigma scaling), interleaving and axes hold."""
-    from nl3dmm.camera import matlab_to_image, pose_para_to_m, project_m
+    from nl3dmm.face.camera import matlab_to_image, pose_para_to_m, project_m
     paper = load_paper_mesh()
     config, weights = shared_data / "3ddfa" / "train.configs", shared_data / "3ddfa" / "weights"
     rows = np.load(config / "keypoints_sim.npy")  # (204,) rows of the flattened xyz arrays
@@ -154,7 +154,7 @@ def test_bfm2009_reduction_with_0_and_1_based_maps(tmp_path, seed, caplog):
     shifted = read_vertex_map(tmp_path / "map1.mat", index_base=0)
     np.testing.assert_array_equal(shifted, ids + 1)
     # without an expression basis: neutral shapes, said in the log, and exp_para is refused
-    with caplog.at_level(logging.WARNING, logger="nl3dmm.bfm"):
+    with caplog.at_level(logging.WARNING, logger="nl3dmm.face.bfm"):
         neutral = convert_bfm2009(path, None, tmp_path / "map0.mat")
     assert "no expression basis" in caplog.text
     np.testing.assert_allclose(neutral.mean_shape, full_mean[ids], rtol=1e-6)
@@ -231,7 +231,7 @@ def test_npz_round_trip_and_load_basis(tmp_path, seed, caplog):
     for key in ("mean", "shape_basis", "exp_basis", "shape_sigma", "triangles", "keypoints"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(basis, key))
     assert loaded.exp_sigma is None and loaded.mean.dtype == np.float32 and "Model_Shape.mat" in loaded.source
-    with caplog.at_level(logging.WARNING, logger="nl3dmm.bfm"):
+    with caplog.at_level(logging.WARNING, logger="nl3dmm.face.bfm"):
         assert load_basis(None) is None
     assert NO_BASIS_MESSAGE in caplog.text and NO_BASIS_MESSAGE == "dense shapes unavailable: landmark and image losses only"
     with pytest.raises(ValueError, match="12 vertices, the face model 53215"):

@@ -9,10 +9,10 @@ import pytest
 import scipy.io as sio
 import torch
 
-from nl3dmm.camera import (IBUG68_FLIP, crop_m, flip_landmarks, flip_m, image_to_uv, m_depth, m_to_uv,
+from nl3dmm.face.camera import (IBUG68_FLIP, crop_m, flip_landmarks, flip_m, image_to_uv, m_depth, m_to_uv,
                            matlab_to_image, pose_para_to_m, project_m, project_m_with_depth,
                            project_pose_para, resize_m, uv_to_image)
-from nl3dmm.facemodel import load_paper_mesh, load_surrey_model
+from nl3dmm.face.facemodel import load_paper_mesh, load_surrey_model
 
 SIZE = 450
 JAW = np.arange(17)  # iBUG 1-17

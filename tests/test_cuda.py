@@ -74,8 +74,8 @@ def test_gradcheck_float64(seed):
 
 
 def test_paper_mesh_matches_cpu(seed):
-    from nl3dmm.camera import image_to_clip, project_pose_para
-    from nl3dmm.facemodel import load_paper_mesh
+    from nl3dmm.face.camera import image_to_clip, project_pose_para
+    from nl3dmm.face.facemodel import load_paper_mesh
     mesh = load_paper_mesh()
     pose = [0.1, 0.5, 0.0, 112.0, 112.0, 0.0, 8.3e-4]
     pos = image_to_clip(torch.from_numpy(project_pose_para(mesh.mean_shape, pose, 224))[None], 224, 224).float()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from nl3dmm.camera import pose_para_to_m, project_m
+from nl3dmm.face.camera import pose_para_to_m, project_m
 from nl3dmm.data import LabelError, find_samples, read_image, read_label, read_sample
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.facemodel import load_paper_mesh
 
 AFLW = "prnet/aflw2000"
 LP = "face3d/IBUG_image_008_1_0"

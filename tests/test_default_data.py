@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 
-from nl3dmm.camera import project_m
+from nl3dmm.face.camera import project_m
 from nl3dmm.data.default_data import SAMPLES, SETTINGS, default_store
 from nl3dmm.data.loader import BatchLoader, TrainingStore
 from nl3dmm.data.preprocess import preprocess
 from nl3dmm.data.store import open_shard
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.facemodel import load_paper_mesh
 
 
 def test_bundled_default_store():

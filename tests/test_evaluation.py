@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from nl3dmm.camera import matlab_to_image, project_pose_para
-from nl3dmm.evaluation import evaluate, load_aflw2000_landmarks, nme
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.camera import matlab_to_image, project_pose_para
+from nl3dmm.tasks.nme import evaluate, load_aflw2000_landmarks, nme
+from nl3dmm.face.facemodel import load_paper_mesh
 
 
 @pytest.fixture(scope="module")

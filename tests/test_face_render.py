@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nl3dmm.camera import pose_para_to_m, project_m, resize_m
+from nl3dmm.face.camera import pose_para_to_m, project_m, resize_m
 from nl3dmm.data import read_sample
-from nl3dmm.face_render import render_face
-from nl3dmm.facemodel import load_paper_mesh, load_surrey_model
+from nl3dmm.face.rendering import render_face
+from nl3dmm.face.facemodel import load_paper_mesh, load_surrey_model
 
 SIZE = 224
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import nl3dmm
-from nl3dmm.camera import image_to_clip, pose_para_to_m, project_m_with_depth
-from nl3dmm.facemodel import (SURREY_DIR, FaceModel, load_face_model, load_paper_mesh,
+from nl3dmm.face.camera import image_to_clip, pose_para_to_m, project_m_with_depth
+from nl3dmm.face.facemodel import (SURREY_DIR, FaceModel, load_face_model, load_paper_mesh,
                               load_surrey_model, read_ibug_mapping, read_surrey_binary)
 
 SFM_BIN = SURREY_DIR / "sfm_shape_3448.bin"
@@ -95,7 +95,7 @@ def test_transferred_camera_statistics_project_like_the_papers(paper, sfm):
     """The SFM's mean m puts its landmarks where the paper mean m puts the paper's (a few
     pixels at 224, from the two models' different face shapes)."""
     both = sfm.landmark_mask
-    from nl3dmm.camera import project_m
+    from nl3dmm.face.camera import project_m
     ours = project_m(sfm.mean_shape[sfm.landmarks[both]].astype(np.float64), sfm.m_mean.astype(np.float64), 224)
     theirs = project_m(paper.mean_shape[paper.landmarks[both]].astype(np.float64),
                        paper.m_mean.astype(np.float64), 224)

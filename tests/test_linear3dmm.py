@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.bfm import BFMBasis, dense_shape
-from nl3dmm.facemodel import load_surrey_model
-from nl3dmm.linear3dmm import LinearMorphableModel
-from nl3dmm.networks import TextureDecoder
+from nl3dmm.face.bfm import BFMBasis, dense_shape
+from nl3dmm.face.facemodel import load_surrey_model
+from nl3dmm.face.linear3dmm import LinearMorphableModel
+from nl3dmm.model.networks import TextureDecoder
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_surrey_model_mean_at_code_zero_and_orthonormal_basis(sfm):
     # a truncated model decodes the leading components only
     assert torch.allclose(LinearMorphableModel.from_face_model(sfm, 10).decode(code[:, :10]),
                           model.decode(code[:, :10]))
-    from nl3dmm.facemodel import load_paper_mesh
+    from nl3dmm.face.facemodel import load_paper_mesh
     with pytest.raises(ValueError, match="no PCA basis"):
         LinearMorphableModel.from_face_model(load_paper_mesh())
 

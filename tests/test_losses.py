@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss, lsgan_generator_loss
-from nl3dmm.facemodel import load_surrey_model
-from nl3dmm.losses import (chromaticity, constant_albedo_loss, flip_texture, landmark_loss,
+from nl3dmm.model.adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss, lsgan_generator_loss
+from nl3dmm.face.facemodel import load_surrey_model
+from nl3dmm.model.losses import (chromaticity, constant_albedo_loss, flip_texture, landmark_loss,
                            local_albedo_smoothness_loss, m_loss, reconstruction_loss, shape_loss, smoothness_loss,
                            symmetry_loss, texture_loss, uniform_laplacian, uv_smoothness_loss, white_shading_loss)
 

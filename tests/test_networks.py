@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.camera import pose_para_to_m, pose_rotation
-from nl3dmm.facemodel import vertex_normals as numpy_normals
-from nl3dmm.networks import (CONFIGS, MLPShapeDecoder, build_model, count_parameters, parameter_summary,
+from nl3dmm.face.camera import pose_para_to_m, pose_rotation
+from nl3dmm.face.facemodel import vertex_normals as numpy_normals
+from nl3dmm.model.networks import (CONFIGS, MLPShapeDecoder, build_model, count_parameters, parameter_summary,
                              sample_uv_map)
-from nl3dmm.shading import m_rotation, sh_shading, vertex_normals, white_light
+from nl3dmm.face.shading import m_rotation, sh_shading, vertex_normals, white_light
 
 
 @pytest.mark.parametrize("name", ["cvpr18", "tpami19"])
@@ -52,7 +52,7 @@ def test_forward_shapes_dtypes_and_gradients(name, sfm, seed):
 def test_reconstruction_loss_trains_every_part_through_the_render(sfm, seed):
     """End to end: image -> model -> render over the image -> reconstruction loss; the loss
     reaches the encoder and both decoders."""
-    from nl3dmm.losses import reconstruction_loss
+    from nl3dmm.model.losses import reconstruction_loss
     model = build_model("cvpr18", sfm)
     image = torch.rand(2, 3, 224, 224) * 2 - 1
     out = model(image)

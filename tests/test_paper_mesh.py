@@ -19,8 +19,8 @@ import torch
 from scipy import ndimage
 
 import nl3dmm
-from nl3dmm.camera import image_to_clip, pose_rotation, project_pose_para
-from nl3dmm.facemodel import load_paper_mesh, vertex_normals
+from nl3dmm.face.camera import image_to_clip, pose_rotation, project_pose_para
+from nl3dmm.face.facemodel import load_paper_mesh, vertex_normals
 
 SIZE = 450
 FACING = 0.3  # a landmark "faces the camera" when its unit normal has z > 0.3

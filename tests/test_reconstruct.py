@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nl3dmm.camera import project_m
+from nl3dmm.face.camera import project_m
 from nl3dmm.cli import main
-from nl3dmm.facemodel import load_face_model
-from nl3dmm.mesh_export import write_textured_obj
-from nl3dmm.reconstruct import read_landmark_file
+from nl3dmm.face.facemodel import load_face_model
+from nl3dmm.face.mesh_export import write_textured_obj
+from nl3dmm.tasks.reconstruct import read_landmark_file
 
 trimesh = pytest.importorskip("trimesh")
 

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nl3dmm.bfm import BFMBasis
+from nl3dmm.face.bfm import BFMBasis
 from nl3dmm.cli import main
 from nl3dmm.data import default_store
 from nl3dmm.data.loader import TrainingStore
-from nl3dmm.networks import MLPShapeDecoder, TextureDecoder
-from nl3dmm.representation import (fill_invisible, run_experiment, run_shape_experiment, save_bar_plot,
+from nl3dmm.model.networks import MLPShapeDecoder, TextureDecoder
+from nl3dmm.tasks.representation import (fill_invisible, run_experiment, run_shape_experiment, save_bar_plot,
                                    save_shape_bar_plot, texture_targets)
 
 
@@ -186,7 +186,7 @@ class _Views:
 
 
 def test_synthesized_views_of_one_face_are_held_out_together():
-    from nl3dmm.representation import split_faces
+    from nl3dmm.tasks.representation import split_faces
 
     faces = _Views().faces()
     assert list(faces) == ["IBUG/a_1_0"] * 3 + ["IBUG/b_1_0", "IBUG/a_1_0"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.bfm import BFMBasis, dense_shape
-from nl3dmm.camera import IBUG68_FLIP
-from nl3dmm.train import train
+from nl3dmm.face.bfm import BFMBasis, dense_shape
+from nl3dmm.face.camera import IBUG68_FLIP
+from nl3dmm.training.loop import train
 from nl3dmm.training.batches import ArrayData
 from nl3dmm.training.config import make_config
-from nl3dmm.training.shape_targets import DenseShapes, mirror_partners
+from nl3dmm.face.dense_shapes import DenseShapes, mirror_partners
 
 
 def _basis(face_model, rng, ks: int = 6, ke: int = 3) -> BFMBasis:

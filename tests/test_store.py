@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nl3dmm.camera import IBUG68_FLIP, project_m
+from nl3dmm.face.camera import IBUG68_FLIP, project_m
 from nl3dmm.cli import main
 from nl3dmm.data import read_sample
 from nl3dmm.data.crop import CROP_SIZE
 from nl3dmm.data.loader import TrainingStore
 from nl3dmm.data.preprocess import PreprocessSettings, preprocess
 from nl3dmm.data.store import FIELDS, StoreError, open_shard, shard_problem, write_shard
-from nl3dmm.facemodel import load_paper_mesh
+from nl3dmm.face.facemodel import load_paper_mesh
 
 SETTINGS = PreprocessSettings(shard_size=2, flip=True)
 GOOD = {"AFW/image00050": "prnet/aflw2000/image00050", "AFW/image00251": "prnet/aflw2000/image00251",
@@ -276,7 +276,7 @@ def test_a_basis_unwraps_with_the_dense_shapes(built, tmp_path, mesh, seed):
     """With a basis whose parameters do nothing, unflipped crops get exactly the mean-shape
     textures and flipped ones nearly (their target is the mirrored mean, resampled); a basis
     that widens faces by 8% changes the textures; a bad basis fails before any work."""
-    from nl3dmm.bfm import BFMBasis
+    from nl3dmm.face.bfm import BFMBasis
 
     src, reference = built
     D = mesh.num_vertices * 3

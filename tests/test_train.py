@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from nl3dmm.facemodel import load_face_model
-from nl3dmm.networks import build_model
-from nl3dmm.train import NonFiniteLoss, train
+from nl3dmm.face.facemodel import load_face_model
+from nl3dmm.model.networks import build_model
+from nl3dmm.training.loop import NonFiniteLoss, train
 from nl3dmm.training.batches import ArrayData
-from nl3dmm.training.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
+from nl3dmm.model.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
 from nl3dmm.training.config import make_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_tiny_run_lowers_the_loss(tmp_path):
 @pytest.fixture(scope="module")
 def basis_file(tmp_path_factory) -> Path:
     """A random basis on the Surrey mesh (dense shapes for the shape loss)."""
-    from nl3dmm.bfm import BFMBasis
+    from nl3dmm.face.bfm import BFMBasis
 
     rng = np.random.default_rng(1)
     fm = load_face_model("surrey")
@@ -195,7 +195,7 @@ def test_ddp_end_to_end_stage_runs(tmp_path, data_file):
 def test_held_out_photos_are_never_served():
     from nl3dmm.data import default_store
     from nl3dmm.data.loader import TrainingStore
-    from nl3dmm.train import open_training_data
+    from nl3dmm.training.loop import open_training_data
 
     store = TrainingStore(default_store())
     sources = np.array(store.sources())

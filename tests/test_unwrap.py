@@ -16,9 +16,9 @@ import scipy.io as sio
 from PIL import Image
 
 import nl3dmm
-from nl3dmm.camera import image_to_clip, project_pose_para
-from nl3dmm.facemodel import load_paper_mesh
-from nl3dmm.unwrap import unwrap_texture
+from nl3dmm.face.camera import image_to_clip, project_pose_para
+from nl3dmm.face.facemodel import load_paper_mesh
+from nl3dmm.face.unwrap import unwrap_texture
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..camera import crop_m, flip_landmarks, flip_m, resize_m
+from ..face.camera import crop_m, flip_landmarks, flip_m, resize_m
 
 CROP_SIZE = 224
 FACE_BOX_SCALE = 1.68

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..facemodel import ASSETS
+from ..face.facemodel import ASSETS
 from .preprocess import PreprocessSettings, preprocess
 
 DEFAULT_DATA_DIR = ASSETS / "default_data"

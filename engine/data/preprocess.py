@@ -117,8 +117,8 @@ def _shape_maker(basis_path: str):
     """The dense-shape builder of a basis file (loaded once per worker), for the paper mesh."""
     makers = _WORKER.setdefault("shapes", {})
     if basis_path not in makers:
-        from ..facemodel import load_paper_mesh
-        from ..training.shape_targets import DenseShapes
+        from ..face.facemodel import load_paper_mesh
+        from ..face.dense_shapes import DenseShapes
         makers[basis_path] = DenseShapes.from_file(basis_path, load_paper_mesh())
     return makers[basis_path]
 

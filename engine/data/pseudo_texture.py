@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..camera import project_m_with_depth
-from ..facemodel import UV_MAP_SIZE, FaceModel, load_paper_mesh
-from ..unwrap import unwrap_texture
+from ..face.camera import project_m_with_depth
+from ..face.facemodel import UV_MAP_SIZE, FaceModel, load_paper_mesh
+from ..face.unwrap import unwrap_texture
 
 # Visibility slack in clip depth (the face spans about 2). unwrap_texture's 0.02 rejects many
 # truly visible texels on oblique cheeks (the texel's depth and the depth at the centre of

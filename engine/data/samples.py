@@ -22,7 +22,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from ..camera import matlab_to_image, pose_para_to_m
+from ..face.camera import matlab_to_image, pose_para_to_m
 
 REQUIRED = {"Pose_Para": 7, "Shape_Para": 199, "Exp_Para": 29}
 

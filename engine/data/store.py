@@ -56,11 +56,11 @@ class Field:
 FIELDS: dict[str, Field] = {
     "image": Field("uint8", (224, 224, 3), "RGB face crop (square around the 68 landmarks, see nl3dmm.data.crop)"),
     "m": Field("float32", (8,), "camera of the crop: [u v] = [X Y Z 1] @ m.reshape(4, 2), v up from the "
-               "bottom edge (nl3dmm.camera); not normalised"),
+               "bottom edge (nl3dmm.face.camera); not normalised"),
     "landmarks": Field("float32", (68, 2), "iBUG-68 landmarks in the crop's corner frame (x right, y down, "
                        "pixel (r, c) covers [c, c+1) x [r, r+1))"),
     "texture": Field("uint8", (192, 224, 3), "pseudo ground-truth UV texture: the crop unwrapped into the "
-                     "authors' 192 x 224 UV map by nl3dmm.unwrap.unwrap_texture; 0 where not visible"),
+                     "authors' 192 x 224 UV map by nl3dmm.face.unwrap.unwrap_texture; 0 where not visible"),
     "texture_mask": Field("bool", (192, 224), "texels of `texture` that are visible in the crop"),
     "pose_para": Field("float32", (7,), "the label's Pose_Para (pitch, yaw, roll, tx, ty, tz, scale) in the "
                        "source photo's frame"),

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import losses
-from ..adversarial import lsgan_generator_loss
-from ..camera import project_m
-from ..networks import NonlinearFaceModel
+from ..model import losses
+from ..model.adversarial import lsgan_generator_loss
+from ..face.camera import project_m
+from ..model.networks import NonlinearFaceModel
 
 
 def _texture_target(batch: dict[str, torch.Tensor], size: tuple[int, int]):

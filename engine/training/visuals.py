@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..camera import image_to_clip, project_m_with_depth
+from ..face.camera import image_to_clip, project_m_with_depth
 from ..render import interpolate, rasterize
-from ..shading import m_rotation, vertex_normals
+from ..face.shading import m_rotation, vertex_normals
 
 
 @torch.no_grad()

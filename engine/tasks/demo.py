@@ -14,9 +14,9 @@ import scipy.io as sio
 import torch
 from PIL import Image
 
-from .camera import image_to_clip, pose_rotation, project_pose_para
-from .facemodel import ASSETS, FaceModel, load_paper_mesh, vertex_normals
-from .render import interpolate, rasterize, sample_texture
+from ..face.camera import image_to_clip, pose_rotation, project_pose_para
+from ..face.facemodel import ASSETS, FaceModel, load_paper_mesh, vertex_normals
+from ..render import interpolate, rasterize, sample_texture
 
 DEFAULT_SAMPLE = ASSETS / "aflw2000" / "image02616"
 

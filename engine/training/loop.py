@@ -21,15 +21,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
-from .facemodel import load_face_model
-from .networks import build_model, parameter_summary
-from .training.batches import ArrayData, Schedule, TrainingData, to_device
-from .training.checkpoint import load_latest, save_checkpoint
-from .training.config import TrainConfig, split_names
-from .training.objectives import FinetuneObjective, pretrain_loss
-from .training.shape_targets import DenseShapes
-from .training.visuals import reconstruction_grid, save_png
+from ..model.adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
+from ..face.facemodel import load_face_model
+from ..model.networks import build_model, parameter_summary
+from .batches import ArrayData, Schedule, TrainingData, to_device
+from ..model.checkpoint import load_latest, save_checkpoint
+from .config import TrainConfig, split_names
+from .objectives import FinetuneObjective, pretrain_loss
+from ..face.dense_shapes import DenseShapes
+from .visuals import reconstruction_grid, save_png
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,7 +43,7 @@ class StoreData:
     LABELS = ("shape_para", "exp_para", "flipped")  # what dense shapes are built from (training.shape_targets)
 
     def __init__(self, root: str | Path, exclude: list[str] | tuple[str, ...] = (), labels: bool = False):
-        from .data.loader import TrainingStore
+        from ..data.loader import TrainingStore
         self.store = TrainingStore(root)
         self.fields = [f for f in self.FIELDS if f in self.store.fields]
         if labels:
@@ -78,7 +78,7 @@ def open_training_data(path: str | None, exclude: str | None = None, labels: boo
             raise ValueError(f"{path}: no {missing} arrays, which dense shapes (basis=) need")
         return data
     if path is None:
-        from .data import default_store
+        from ..data import default_store
         path = default_store()
     return StoreData(path, split_names(exclude), labels)
 

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.loader import TrainingStore
-from .bfm import BFMBasis, dense_shape
-from .linear3dmm import LinearMorphableModel, adam_fit_codes
-from .networks import TextureDecoder
+from ..data.loader import TrainingStore
+from ..face.bfm import BFMBasis, dense_shape
+from ..face.linear3dmm import LinearMorphableModel, adam_fit_codes
+from ..model.networks import TextureDecoder
 
 PAPER_L1 = {"nonlinear": 0.0196, "linear": 0.0241}
 

@@ -53,7 +53,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ASSETS_BFM = Path(__file__).resolve().parent / "assets" / "bfm"
+ASSETS_BFM = Path(__file__).resolve().parents[1] / "assets" / "bfm"
 DEFAULT_VERTEX_MAP = ASSETS_BFM / "map_tddfa_to_basel.mat"
 NO_BASIS_MESSAGE = "dense shapes unavailable: landmark and image losses only"
 FORMAT_VERSION = 1

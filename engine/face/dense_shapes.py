@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bfm import BFMBasis, load_basis
-from ..facemodel import FaceModel
+from .bfm import BFMBasis, load_basis
+from .facemodel import FaceModel
 
 
 def mirror_partners(mean_shape: np.ndarray) -> np.ndarray:

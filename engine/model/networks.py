@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .facemodel import FaceModel
-from .shading import m_rotation, sh_shading, vertex_normals, white_light
+from ..face.facemodel import FaceModel
+from ..face.shading import m_rotation, sh_shading, vertex_normals, white_light
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _shape_statistics(face_model: FaceModel) -> tuple[torch.Tensor, torch.Tensor
 def uv_raster(face_model: FaceModel, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W, 4) raster of the mesh drawn in its own UV space: which triangle and barycentrics
     cover each texel (0 where no triangle does). Fixed per model, so computed once."""
-    from .render import rasterize
+    from ..render import rasterize
     uv = torch.from_numpy(face_model.uv.astype(np.float32))
     pos = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], 1)[None]
     return rasterize(pos, torch.from_numpy(face_model.triangles), size, cull_backfaces=False)
@@ -272,7 +272,7 @@ class NonlinearFaceModel(nn.Module):
         if not self.config.lighting:
             out["texture"] = texture
             return out
-        from .render import interpolate
+        from ..render import interpolate
         # Lighting is offset by an ambient white light so an untrained model shades with ~1
         # instead of 0 (a constant, so the architecture is unchanged).
         out["lighting"] = out["lighting"] + white_light(image.shape[0], dtype=image.dtype).to(image.device)
@@ -290,7 +290,7 @@ class NonlinearFaceModel(nn.Module):
                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The forward outputs rendered at the input size (`face_render.render_face`):
         `background` is the input image as (B, H, W, 3), `face_mask` (B, H, W)."""
-        from .face_render import render_face
+        from ..face.rendering import render_face
         return render_face(outputs["vertices"], outputs["m"], outputs["texture"], self.triangles, self.uv,
                            self.config.image_size, background, face_mask)
 
@@ -300,7 +300,7 @@ def build_model(name: str = "cvpr18", face_model: FaceModel | None = None) -> No
     if name not in CONFIGS:
         raise ValueError(f"unknown network configuration {name!r}; choose from {sorted(CONFIGS)}")
     if face_model is None:
-        from .facemodel import load_paper_mesh
+        from ..face.facemodel import load_paper_mesh
         face_model = load_paper_mesh()
     return NonlinearFaceModel(CONFIGS[name], face_model)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .camera import image_to_clip, project_m_with_depth
-from .render import interpolate, rasterize, sample_texture
+from ..render import interpolate, rasterize, sample_texture
 
 
 def render_face(vertices: torch.Tensor, m: torch.Tensor, texture: torch.Tensor, triangles: torch.Tensor | np.ndarray,

@@ -33,14 +33,14 @@ import scipy.io as sio
 import torch
 from PIL import Image
 
-from .camera import matlab_to_image
-from .face_render import render_face
-from .facemodel import FaceModel
+from ..face.camera import matlab_to_image
+from ..face.rendering import render_face
+from ..face.facemodel import FaceModel
 from .inference_crop import (Window, crop_to_window, to_source_m, to_source_points, window_centre_square,
                              window_from_box, window_from_landmarks)
-from .mesh_export import texture_to_uint8, write_textured_obj
-from .model_io import load_trained, predict
-from .networks import NonlinearFaceModel
+from ..face.mesh_export import texture_to_uint8, write_textured_obj
+from ..model.inference import load_trained, predict
+from ..model.networks import NonlinearFaceModel
 
 MIN_SIDE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")

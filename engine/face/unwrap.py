@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .camera import image_to_clip
-from .render import interpolate, rasterize, sample_texture
+from ..render import interpolate, rasterize, sample_texture
 
 
 def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .camera import crop_m, resize_m
-from .data.crop import CROP_SIZE, FACE_BOX_SCALE, crop_window
+from ..face.camera import crop_m, resize_m
+from ..data.crop import CROP_SIZE, FACE_BOX_SCALE, crop_window
 
 Window = tuple[int, int, int]  # (top, left, side) in source pixels
 

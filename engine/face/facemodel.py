@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PAPER_MESH_DIR = ASSETS / "nonlinear_3dmm"
 SURREY_DIR = ASSETS / "sfm"
 UV_MAP_SIZE = (192, 224)  # (rows, columns) of the authors' UV texture map

@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data.samples import find_samples, read_sample
-from .evaluation import NMEReport, evaluate
+from ..data.samples import find_samples, read_sample
+from .nme import NMEReport, evaluate
 from .inference_crop import Window, crop_to_window, to_source_points, window_from_landmarks
-from .model_io import load_trained, predict
+from ..model.inference import load_trained, predict
 
 PROTOCOL = ("68 landmark vertices projected with the predicted camera; 224 crop placed from the ground-truth "
             "landmark box (1.68 x its larger side, centred), as 3DDFA/PRNet evaluations crop from GT; NME = mean "

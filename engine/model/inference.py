@@ -7,7 +7,7 @@ running statistics, so a prediction does not depend on the rest of the batch).
 `predict` takes crops made like the training crops (`nl3dmm.data.crop`; uint8 RGB) and
 returns numpy arrays: the camera m of the crop, the vertices, the UV texture, the codes, and
 the 68 iBUG landmarks — the landmark vertices projected with m into the crop's corner frame
-(`nl3dmm.camera`), which is the standard way a 3DMM regressor produces 2-D landmarks.
+(`nl3dmm.face.camera`), which is the standard way a 3DMM regressor produces 2-D landmarks.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .facemodel import FaceModel, load_face_model
-from .camera import project_m
+from ..face.facemodel import FaceModel, load_face_model
+from ..face.camera import project_m
 from .networks import CONFIGS, NonlinearFaceModel, build_model
-from .training.checkpoint import CheckpointError, read_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint
 
 CROP_SIZE = 224
 
