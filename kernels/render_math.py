@@ -18,14 +18,19 @@ interpreter (numpy) would warn.
 import triton
 import triton.language as tl
 
-SUBPIXEL_SCALE = tl.constexpr(256.0)  # kSubpixelScale: fixed point in 1/256 pixel
-GUARD_BAND = tl.constexpr(1048576.0)  # kGuardBandPixels: keeps edge functions inside int64
+from nl3dmm import constants
+
+# Globals a @triton.jit function reads must be tl.constexpr; the values are nl3dmm.constants'.
+SUBPIXEL_BITS = tl.constexpr(constants.SUBPIXEL_BITS)
+SUBPIXEL_SCALE = tl.constexpr(float(constants.SUBPIXEL_SCALE))  # fixed point in 1/256 pixel
+PIXEL_CENTRE = tl.constexpr(constants.SUBPIXEL_SCALE // 2)  # a pixel centre in fixed point
+GUARD_BAND = tl.constexpr(float(constants.GUARD_BAND_PIXELS))  # edge functions stay in int64
 # The z-buffer holds ((sortable depth bits - 2^31) << 32) | triangle as a *signed* int64 (the
 # GPU's atomic_min is signed), i.e. render_math.h's unsigned key shifted by -2^63: same order.
 EMPTY_KEY = tl.constexpr(0x7FFFFFFFFFFFFFFF)
-CLAMP = tl.constexpr(0)  # BoundaryMode
-ZERO = tl.constexpr(1)
-WRAP = tl.constexpr(2)
+CLAMP = tl.constexpr(constants.BOUNDARY_MODES["clamp"])  # BoundaryMode
+ZERO = tl.constexpr(constants.BOUNDARY_MODES["zero"])
+WRAP = tl.constexpr(constants.BOUNDARY_MODES["wrap"])
 
 
 @triton.jit
@@ -42,13 +47,6 @@ def floor_to_int(x):
     """floor() of a float64 as int64, as render_math.h's floor_to_int (truncate, then fix)."""
     i = x.to(tl.int64)
     return i - (x < i.to(tl.float64)).to(tl.int64)
-
-
-@triton.jit
-def floor_div(a, b):
-    """Integer floor division for b > 0, whatever the sign convention of `//`."""
-    q = a // b
-    return tl.where(q * b > a, q - 1, q)
 
 
 @triton.jit
@@ -89,11 +87,13 @@ def pixel_bounds(fx0, fy0, fx1, fy1, fx2, fy2, height, width):
     xmax = tl.maximum(tl.maximum(fx0, fx1), fx2)
     ymin = tl.minimum(tl.minimum(fy0, fy1), fy2)
     ymax = tl.maximum(tl.maximum(fy0, fy1), fy2)
-    # Pixel k has its centre at k * 256 + 128 in fixed point.
-    x_lo = tl.maximum(-floor_div(128 - xmin, 256), 0)
-    x_hi = tl.minimum(floor_div(xmax - 128, 256), width - 1)
-    y_lo = tl.maximum(-floor_div(128 - ymin, 256), 0)
-    y_hi = tl.minimum(floor_div(ymax - 128, 256), height - 1)
+    # Pixel k has its centre at k * 256 + 128 in fixed point. An arithmetic right shift is
+    # floor division by 256 for negative values too (as in render_math.h), and unlike `//` it
+    # is no 64-bit division on the GPU.
+    x_lo = tl.maximum(-((PIXEL_CENTRE - xmin) >> SUBPIXEL_BITS), 0)
+    x_hi = tl.minimum((xmax - PIXEL_CENTRE) >> SUBPIXEL_BITS, width - 1)
+    y_lo = tl.maximum(-((PIXEL_CENTRE - ymin) >> SUBPIXEL_BITS), 0)
+    y_hi = tl.minimum((ymax - PIXEL_CENTRE) >> SUBPIXEL_BITS, height - 1)
     return x_lo, x_hi, y_lo, y_hi
 
 
@@ -132,8 +132,8 @@ def fragment_key(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, area2, orient, owns0,
     """(key, covered) of pixel (row, col) for a set-up triangle (fragment_key): covered when
     the pixel centre is inside (fill rule on the edges) and the depth, interpolated in float64
     from the exact integer edge values and rounded to float32, lies in [-1, 1]."""
-    px = col.to(tl.int64) * 256 + 128
-    py = row.to(tl.int64) * 256 + 128
+    px = (col.to(tl.int64) << SUBPIXEL_BITS) + PIXEL_CENTRE
+    py = (row.to(tl.int64) << SUBPIXEL_BITS) + PIXEL_CENTRE
     e0 = orient * edge(fx1, fy1, fx2, fy2, px, py)
     e1 = orient * edge(fx2, fy2, fx0, fy0, px, py)
     e2 = orient * edge(fx0, fy0, fx1, fy1, px, py)

@@ -11,11 +11,9 @@ import weakref
 
 import torch
 
+from ..constants import BOUNDARY_MODES, MAX_RESOLUTION, MAX_TRIANGLES
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
-MAX_RESOLUTION = 16384
-# Triangle ids travel as float32 (id + 1) in the raster tensor; larger ids would round.
-MAX_TRIANGLES = (1 << 24) - 1
-BOUNDARY_MODES = ("clamp", "zero", "wrap")
 
 
 def require_tensor(name: str, x: object) -> torch.Tensor:
@@ -189,6 +187,6 @@ def check_uv(uv: object) -> torch.Tensor:
 
 
 def check_boundary(boundary: object) -> str:
-    if boundary not in BOUNDARY_MODES:
-        raise ValueError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
+    if not isinstance(boundary, str) or boundary not in BOUNDARY_MODES:
+        raise ValueError(f"boundary must be one of {tuple(BOUNDARY_MODES)}, got {boundary!r}")
     return boundary  # type: ignore[return-value]

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import torch
 
-SUBPIXEL = 256
-GUARD_BAND = float(1 << 20)
+from ..constants import GUARD_BAND_PIXELS, SUBPIXEL_SCALE
+
+SUBPIXEL = SUBPIXEL_SCALE
+HALF = SUBPIXEL_SCALE // 2  # a pixel centre's offset in fixed point
+GUARD_BAND = float(GUARD_BAND_PIXELS)
 _EMPTY = torch.iinfo(torch.int64).max
 
 
@@ -62,10 +65,10 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         if cull_backfaces:
             keep &= area2 > 0
         orient = torch.where(area2 > 0, 1, -1)
-        cx0 = -torch.div(-(X.min(1).values - 128), 256, rounding_mode="floor")
-        cx1 = torch.div(X.max(1).values - 128, 256, rounding_mode="floor")
-        cy0 = -torch.div(-(Y.min(1).values - 128), 256, rounding_mode="floor")
-        cy1 = torch.div(Y.max(1).values - 128, 256, rounding_mode="floor")
+        cx0 = -torch.div(-(X.min(1).values - HALF), SUBPIXEL, rounding_mode="floor")
+        cx1 = torch.div(X.max(1).values - HALF, SUBPIXEL, rounding_mode="floor")
+        cy0 = -torch.div(-(Y.min(1).values - HALF), SUBPIXEL, rounding_mode="floor")
+        cy1 = torch.div(Y.max(1).values - HALF, SUBPIXEL, rounding_mode="floor")
         cx0, cy0 = cx0.clamp(min=0), cy0.clamp(min=0)
         cx1, cy1 = cx1.clamp(max=width - 1), cy1.clamp(max=height - 1)
         keep &= (cx0 <= cx1) & (cy0 <= cy1)
@@ -80,7 +83,7 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         bw_t = torch.repeat_interleave(bw, counts)
         col = cx0[t] + off % bw_t
         row = cy0[t] + torch.div(off, bw_t, rounding_mode="floor")
-        px, py = col * 256 + 128, row * 256 + 128
+        px, py = col * SUBPIXEL + HALF, row * SUBPIXEL + HALF
         Xt, Yt, o = X[t], Y[t], orient[t]
         inside = torch.ones_like(t, dtype=torch.bool)
         e = []
@@ -159,9 +162,6 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     b0, b1 = rast[..., 0:1], rast[..., 1:2]
     out = b0 * a[..., 0, :] + b1 * a[..., 1, :] + (1 - b0 - b1) * a[..., 2, :]
     return torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
-
-
-_MODES = {"clamp": 0, "zero": 1, "wrap": 2}
 
 
 def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp") -> torch.Tensor:
