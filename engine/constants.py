@@ -16,6 +16,10 @@ SUBPIXEL_SCALE = 1 << SUBPIXEL_BITS  # render_math.h kSubpixelScale
 # clipping): it keeps the fixed-point edge functions ((2^20 * 2^8)^2 = 2^56) inside int64.
 GUARD_BAND_PIXELS = 1 << 20  # kGuardBandPixels
 
+# A vertex needs w >= the smallest normal float32 (2^-126), whatever the dtype; below it 1/w
+# overflows float32 and its float32 gradient would be inf. Smaller w counts as behind the eye.
+MIN_W = 2.0 ** -126  # kMinW
+
 # Triangle ids travel as float32 (id + 1) in the raster; beyond 2^24 they would round.
 MAX_TRIANGLES = (1 << 24) - 1  # kMaxTriangles
 

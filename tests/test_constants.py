@@ -69,6 +69,7 @@ def test_python_constants_equal_the_header():
         "kSubpixelScale": constants.SUBPIXEL_SCALE,
         "kGuardBandPixels": constants.GUARD_BAND_PIXELS,
         "kMaxTriangles": constants.MAX_TRIANGLES,
+        "kMinW": constants.MIN_W,
     }
     for name, value in expected.items():
         assert name in values, f"{name} is no longer a constexpr in {HEADER.name}"
