@@ -87,15 +87,22 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
     # Walk every triangle's bounding box PIXELS pixels at a time, as a flat index into it;
     # the block loops as long as its largest box needs. (A while loop: Triton 3.6's
     # interpreter cannot take a tensor as a range() bound.)
-    box_w = tl.where(draws, x_hi - x_lo + 1, 1)
-    box_area = tl.where(draws, box_w * (y_hi - y_lo + 1), 0)
-    largest = tl.reduce(box_area, 0, maximum_combine).to(tl.int32)
+    # The box is clipped to the image (at most 16384^2 = 2^28 pixels) and its corners lie
+    # within the guard band (2^20 px), so int32 holds them: the division below that turns
+    # the flat index into (row, col) is then a 32-bit one (a 64-bit div/rem is a ~70
+    # instruction software routine on NVIDIA GPUs, and it ran on every pixel step).
+    x_lo = x_lo.to(tl.int32)
+    y_lo = y_lo.to(tl.int32)
+    box_w = tl.where(draws, x_hi.to(tl.int32) - x_lo + 1, 1)
+    box_area = tl.where(draws, box_w * (y_hi.to(tl.int32) - y_lo + 1), 0)
+    largest = tl.reduce(box_area, 0, maximum_combine)
     start = tl.full((), 0, tl.int32)
     while start < largest:
         k = start + tl.arange(0, PIXELS)[None, :]
         in_box = k < box_area[:, None]
-        row = y_lo[:, None] + k // box_w[:, None]
-        col = x_lo[:, None] + k % box_w[:, None]
+        box_row = k // box_w[:, None]
+        row = y_lo[:, None] + box_row
+        col = x_lo[:, None] + (k - box_row * box_w[:, None])
         key, covered = fragment_key(fx0[:, None], fy0[:, None], fx1[:, None], fy1[:, None],
                                     fx2[:, None], fy2[:, None], d0[:, None], d1[:, None],
                                     d2[:, None], area2[:, None], orient[:, None], owns0[:, None],
