@@ -58,6 +58,17 @@ from . import checks, limits, pending, reference
 from .backends import Backend, get_backend, resolve_backend_name
 
 
+def _prepare(name: str, first: object, backend: Optional[str], validate: Optional[str]
+             ) -> tuple[str, str]:
+    """(backend name, validate mode) of an op whose leading tensor argument is `first`. In
+    deferred mode, first report what an earlier op's completed checks found."""
+    device = checks.require_tensor(name, first).device
+    mode = checks.resolve_validate(validate, device)
+    if mode == "deferred":
+        pending.begin(device)
+    return resolve_backend_name(backend, device), mode
+
+
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, tri, height, width, cull_backfaces, backend: Backend):
@@ -133,16 +144,12 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
         (B, H, W, 4) raster (b0, b1, depth, triangle_id + 1) in pos's dtype; see the module
         docstring for the exact conventions.
     """
-    device = checks.require_tensor("pos", pos).device
-    name = resolve_backend_name(backend, device)
-    mode = checks.resolve_validate(validate, device)
-    if mode == "deferred":
-        pending.begin(device)
+    name, mode = _prepare("pos", pos, backend, validate)
     pos = checks.check_pos(pos, mode)
     height, width = checks.check_resolution(resolution)
     tri = checks.check_tri(tri, pos.shape[1], pos.device, mode, "rasterize")
     if mode == "deferred":
-        pending.end(device)
+        pending.end(pos.device)
     else:
         limits.warn_outside_guard_band(pos, height, width)
     if name == "reference":
@@ -167,17 +174,13 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
     Returns:
         (B, H, W, C); zero on empty pixels. Differentiable in attr and in rast's b0, b1.
     """
-    device = checks.require_tensor("rast", rast).device
-    name = resolve_backend_name(backend, device)
-    mode = checks.resolve_validate(validate, device)
-    if mode == "deferred":
-        pending.begin(device)
+    name, mode = _prepare("rast", rast, backend, validate)
     rast = checks.check_rast(rast)
     attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype, rast.device, mode)
     tri = checks.check_tri(tri, attr.shape[1], rast.device, mode, "interpolate")
     checks.check_rast_values(rast, tri.shape[0], mode)
     if mode == "deferred":
-        pending.end(device)
+        pending.end(rast.device)
     if name == "reference":
         return reference.interpolate(attr, rast, tri)
     return _Interpolate.apply(attr.contiguous(), batched, rast.contiguous(), tri, get_backend(name))
@@ -199,16 +202,12 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
         (B, H, W, C). Differentiable in tex and uv (uv's gradient is that of the bilinear
         surface, which has kinks on texel centre lines).
     """
-    device = checks.require_tensor("uv", uv).device
-    name = resolve_backend_name(backend, device)
-    mode = checks.resolve_validate(validate, device)
-    if mode == "deferred":
-        pending.begin(device)
+    name, mode = _prepare("uv", uv, backend, validate)
     uv = checks.check_uv(uv, mode)
     tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype, uv.device, mode)
     boundary = checks.check_boundary(boundary)
     if mode == "deferred":
-        pending.end(device)
+        pending.end(uv.device)
     if name == "reference":
         return reference.sample_texture(tex, uv, boundary)
     return _SampleTexture.apply(tex.contiguous(), batched, uv.contiguous(), boundary,
