@@ -87,3 +87,26 @@ def test_device_folder_names():
     assert acceptance.device_folder_name("NVIDIA H100 80GB HBM3") == "NVIDIA-H100-80GB-HBM3"
     assert "/" not in acceptance.device_folder_name("a/../b")
     assert acceptance.device_folder_name("///") == "unknown-device"
+
+
+def test_gpu_steps_refuse_without_a_gpu(tmp_path, capsys):
+    """The steps' own scripts also exit 2 with a message instead of failing half-way."""
+    if acceptance.cuda_device_name() is not None:
+        pytest.skip("this machine has a GPU")
+    import gpu_bench
+    import streams_case
+
+    assert gpu_bench.main(["--out", str(tmp_path / "bench")]) == 2
+    assert not (tmp_path / "bench").exists()
+    assert streams_case.main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_benchmark_table_rows():
+    import gpu_bench
+
+    text = gpu_bench.table([
+        {"backend": "cuda", "batch": 8, "size": 224, "forward_ms": 1.0, "forward_backward_ms": 2.0},
+        {"backend": "triton", "batch": 256, "size": 512, "error": "RuntimeError: out of memory"}])
+    assert "| cuda | 8 | 224 | 1.000 | 2.000 | 4,000 |" in text
+    assert "| triton | 256 | 512 | RuntimeError: out of memory |" in text

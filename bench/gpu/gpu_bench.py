@@ -12,6 +12,7 @@ forward + backward at --profile-batch, 224 x 224: time per GPU kernel).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -20,10 +21,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: conftest.Scene
+import nl3dmm
 
-import nl3dmm  # noqa: E402
-from conftest import Scene  # noqa: E402
+
+def _load_scene_class():
+    """bench/conftest.py's Scene, loaded under its own name: `import conftest` would find
+    tests/conftest.py instead whenever pytest has imported that one first."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("nl3dmm_bench_scenes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Scene
+
+
+Scene = _load_scene_class()
 
 
 def _ints(text: str) -> list[int]:

@@ -39,10 +39,10 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return exact and all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a[2:], b[2:]))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", default="cuda,triton")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("streams_case: no CUDA device", file=sys.stderr)
         return 2
