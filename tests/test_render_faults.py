@@ -123,6 +123,28 @@ def test_triangle_beyond_the_guard_band_warns_once(monkeypatch):
         rasterize(inside, tri, (256, 256))  # inside the band: no warning
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_guard_band_screen_never_misses_a_vertex(seed, dtype):
+    """The cheap screen may pass vertices that are inside, never skip one that is outside:
+    vertices exactly on the band (both signs, several w) and a random spread around it."""
+    size = (256, 256)
+    w = torch.tensor([1.0, 1e-3, 7.5, 3e4], dtype=torch.float64)
+    zero = torch.zeros_like(w)
+    # x / w + 1 = +-2G / W puts screen x exactly on the band, on either side.
+    for ratio in (2.0 * GUARD_BAND_PIXELS / size[1] - 1.0, -(2.0 * GUARD_BAND_PIXELS / size[1] + 1.0)):
+        pos = torch.stack([ratio * w, zero, zero, w], -1)[None].to(dtype)
+        assert limits.vertices_outside_guard_band(pos, *size).any(), "the case must be on the band"
+        assert limits.may_leave_guard_band(pos, *size)
+    spread = torch.randn(4, 500, 4, dtype=torch.float64)
+    spread[..., :2] *= 10 ** torch.empty(4, 500, 2).uniform_(0, 5).double()
+    spread = spread.to(dtype)
+    for b in range(4):
+        one = spread[b:b + 1]
+        if limits.vertices_outside_guard_band(one, *size).any():
+            assert limits.may_leave_guard_band(one, *size), "the screen missed a vertex"
+    assert not limits.may_leave_guard_band(torch.tensor([[[0.5, -0.5, 0, 1.0]]], dtype=dtype), *size)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_wrap_is_periodic_for_huge_uv(seed, backend, dtype):

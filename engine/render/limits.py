@@ -33,11 +33,21 @@ def vertices_outside_guard_band(pos: torch.Tensor, height: int, width: int) -> t
     return ahead & ((sx.abs() >= GUARD_BAND_PIXELS) | (sy.abs() >= GUARD_BAND_PIXELS))
 
 
+def may_leave_guard_band(pos: torch.Tensor, height: int, width: int) -> bool:
+    """False when no vertex can be outside the guard band: a cheap screen in pos's own dtype
+    (no float64 copy, no division) for the exact test. Outside needs |x / w + 1| >= 2G / W,
+    hence |x| >= (2G / W - 1) w, with 2G / W - 1 >= 127; 1 % slack covers rounding."""
+    p = pos.detach()
+    w = p[..., 3:4]
+    ratio = 0.99 * (2.0 * GUARD_BAND_PIXELS / max(height, width) - 1.0)
+    return bool(((p[..., :2].abs() >= ratio * w) & (w >= MIN_W)).any())
+
+
 def warn_outside_guard_band(pos: torch.Tensor, height: int, width: int) -> None:
     """Warn (once per process) when a vertex lies outside the guard band. After the warning
-    the check is skipped, so it costs one pass over pos only until it has fired."""
+    the check is skipped; until then it costs a cheap screen of pos per call."""
     global _warned
-    if _warned:
+    if _warned or not may_leave_guard_band(pos, height, width):
         return
     outside = vertices_outside_guard_band(pos, height, width)
     if bool(outside.any()):
