@@ -92,8 +92,8 @@ def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
     ~20 values per triangle (snapped corners, depths, edge ownership, box), most of them
     64-bit; a (64, 8) tile spreads each triangle over 8 lanes and hands every thread 4
     triangles' worth of them, which took 241-255 registers with spills (12.5 % occupancy).
-    With one triangle per thread it takes 68 (ptxas, sm_90, Triton 3.9; bench/results/
-    ptxas-sm90.md). Face-mesh triangles cover about a pixel at 224 x 224, so walking one pixel
+    With one triangle per thread it takes 68-70 (67-70 on Triton 3.6), no spills (sm_90;
+    bench/results/ptxas-sm90*.md). Face-mesh triangles cover about a pixel at 224 x 224, so walking one pixel
     per step wastes few steps. The CPU interpreter prefers everything in one program."""
     if device.type == "cuda":
         return GPU_WARPS * 32, 1
