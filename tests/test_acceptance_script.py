@@ -106,7 +106,8 @@ def test_benchmark_table_rows():
     import gpu_bench
 
     text = gpu_bench.table([
-        {"backend": "cuda", "batch": 8, "size": 224, "forward_ms": 1.0, "forward_backward_ms": 2.0},
+        {"backend": "cuda", "batch": 8, "size": 224, "forward_ms": 1.0,
+         "forward_full_validation_ms": 1.25, "forward_backward_ms": 2.0},
         {"backend": "triton", "batch": 256, "size": 512, "error": "RuntimeError: out of memory"}])
-    assert "| cuda | 8 | 224 | 1.000 | 2.000 | 4,000 |" in text
+    assert "| cuda | 8 | 224 | 1.000 | 1.250 | 2.000 | 4,000 |" in text
     assert "| triton | 256 | 512 | RuntimeError: out of memory |" in text

@@ -5,7 +5,9 @@
 
 The paper mesh (53,215 vertices, 105,840 triangles) posed at B yaws (bench/conftest.py Scene),
 back faces culled, UVs interpolated, a 192 x 224 RGB texture per image, float32 on cuda:0.
-Times are medians of CUDA-event timings after one warm-up (which also compiles Triton).
+Times are medians of CUDA-event timings after one warm-up (which also compiles Triton); the
+forward is timed with the default validation on CUDA ("deferred", no host sync) and with
+validate="full" (a sync per checked tensor), the forward + backward with one check_pending().
 Writes DIR/bench.json, DIR/bench.md and DIR/profile-<backend>.md (torch.profiler, one
 forward + backward at --profile-batch, 224 x 224: time per GPU kernel).
 """
@@ -63,8 +65,14 @@ def time_ms(fn, rounds: int) -> float:
 
 
 def bench_one(backend: str, scene: Scene, rounds: int) -> dict:
-    def forward():
+    def forward():  # validate=None: "deferred" on CUDA tensors, no host sync
         scene.forward(backend)
+
+    def forward_full():  # validate="full": a device-to-host sync per checked tensor
+        size = (scene.size, scene.size)
+        rast = nl3dmm.rasterize(scene.pos, scene.tri, size, True, backend=backend, validate="full")
+        uv = nl3dmm.interpolate(scene.uv, rast, scene.tri, backend=backend, validate="full")
+        nl3dmm.sample_texture(scene.tex, uv, backend=backend, validate="full")
 
     def forward_backward():
         pos, tex, _, _, image = scene.forward(backend, requires_grad=True)
@@ -72,6 +80,7 @@ def bench_one(backend: str, scene: Scene, rounds: int) -> dict:
         nl3dmm.render.check_pending()  # once per step, as training does
 
     return {"forward_ms": time_ms(forward, rounds),
+            "forward_full_validation_ms": time_ms(forward_full, rounds),
             "forward_backward_ms": time_ms(forward_backward, rounds)}
 
 
@@ -105,15 +114,16 @@ def profile(backend: str, scene: Scene, top: int = 15) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| backend | B | size | forward (ms) | forward + backward (ms) | images/s (f + b) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| backend | B | size | forward (ms) | forward, validate=full (ms) | "
+             "forward + backward (ms) | images/s (f + b) |", "|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['error']} | | |")
+            lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['error']} | | | |")
             continue
         rate = r["batch"] / r["forward_backward_ms"] * 1000
         lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {r['forward_ms']:.3f} | "
-                     f"{r['forward_backward_ms']:.3f} | {rate:,.0f} |")
+                     f"{r['forward_full_validation_ms']:.3f} | {r['forward_backward_ms']:.3f} | "
+                     f"{rate:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
