@@ -75,19 +75,19 @@ def test_triton_kernels_mask_indices_the_cache_did_not_see():
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 def test_validation_cache_does_not_keep_triangle_lists_alive(dtype):
     """Before: an int32 tri was stored as its own 'converted' copy, so its weak reference
-    never died; 400 distinct (250000, 3) lists kept 1.1 GB. Here: 200 small lists, each must
+    never died; 400 distinct (250000, 3) lists kept 1.1 GB. Here: 80 small lists, each must
     be freed as soon as the caller drops it, and the cache stays bounded."""
     pos = torch.rand(1, 30, 4) * 2 - 1
     pos[..., 3] = 1
     refs = []
-    for _ in range(200):
+    for _ in range(80):  # more than the cache's 32 entries
         tri = torch.randint(0, 30, (40, 3), dtype=dtype)
         nl3dmm.rasterize(pos, tri, (4, 4))
         refs.append(weakref.ref(tri))
         del tri
     gc.collect()
     alive = sum(r() is not None for r in refs)
-    assert alive == 0, f"{alive} of 200 triangle lists are kept alive by the validation cache"
+    assert alive == 0, f"{alive} of 80 triangle lists are kept alive by the validation cache"
     assert len(checks.VALIDATED) <= checks.VALIDATED.MAX_ENTRIES
 
 

@@ -109,6 +109,13 @@ def end(device: torch.device) -> None:
         _COUNTERS[device].publish()
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """'cuda' -> 'cuda:<current>': counters are keyed by the tensors' own (indexed) device."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def check_pending(device: Optional[torch.device | str] = None) -> None:
     """Report every deferred check that failed since the last call, then clear the counts.
 
@@ -116,7 +123,7 @@ def check_pending(device: Optional[torch.device | str] = None) -> None:
     training step, for example after the optimizer step. Raises ValueError naming each op
     argument that failed and in how many calls.
     """
-    devices = list(_COUNTERS) if device is None else [torch.device(device)]
+    devices = list(_COUNTERS) if device is None else [_indexed(torch.device(device))]
     problems = []
     for dev in devices:
         counters = _COUNTERS.get(dev)
