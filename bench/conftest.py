@@ -14,14 +14,16 @@ SIZE = 224
 
 
 class Scene:
-    def __init__(self, batch: int, dtype=torch.float32):
+    def __init__(self, batch: int, dtype=torch.float32, size: int = SIZE):
         mesh = load_paper_mesh()
         points = []
+        scale = 8.3e-4 * size / SIZE  # the face fills the same share of any image size
         for i in range(batch):
             yaw = np.deg2rad(-60 + 120 * i / max(batch - 1, 1))
-            pose = [0.1 * np.sin(i), yaw, 0.05 * np.cos(i), SIZE / 2, SIZE / 2, 0.0, 8.3e-4]
-            points.append(project_pose_para(mesh.mean_shape, pose, SIZE))
-        self.pos = image_to_clip(torch.from_numpy(np.stack(points)), SIZE, SIZE).to(dtype)
+            pose = [0.1 * np.sin(i), yaw, 0.05 * np.cos(i), size / 2, size / 2, 0.0, scale]
+            points.append(project_pose_para(mesh.mean_shape, pose, size))
+        self.size = size
+        self.pos = image_to_clip(torch.from_numpy(np.stack(points)), size, size).to(dtype)
         self.tri = torch.from_numpy(mesh.triangles)
         self.uv = torch.from_numpy(mesh.uv).to(dtype)
         gen = torch.Generator().manual_seed(0)
@@ -31,7 +33,8 @@ class Scene:
     def forward(self, backend: str, requires_grad: bool = False):
         pos = self.pos.clone().requires_grad_(requires_grad)
         tex = self.tex.clone().requires_grad_(requires_grad)
-        rast = nl3dmm.rasterize(pos, self.tri, (SIZE, SIZE), cull_backfaces=True, backend=backend)
+        rast = nl3dmm.rasterize(pos, self.tri, (self.size, self.size), cull_backfaces=True,
+                                backend=backend)
         uv = nl3dmm.interpolate(self.uv, rast, self.tri, backend=backend)
         image = nl3dmm.sample_texture(tex, uv, backend=backend)
         return pos, tex, rast, uv, image

@@ -39,6 +39,9 @@ constexpr double kGuardBandPixels = 1048576.0;
 constexpr uint64_t kEmptyKey = ~0ull;
 // Triangle ids are stored as float32 (id + 1) in the raster; beyond 2^24 they would round.
 constexpr int64_t kMaxTriangles = (1ll << 24) - 1;
+// A vertex needs w >= the smallest normal float32 (FLT_MIN), in every dtype: below it 1/w
+// overflows float32 and the vertex's float32 gradient would be inf.
+constexpr double kMinW = 1.1754943508222875e-38;
 
 struct ScreenVertex {
     double x, y;    // continuous screen position, pixels
@@ -56,7 +59,7 @@ NL_HD int64_t floor_to_int(double x) {
 
 NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int height, int width) {
     ScreenVertex v;
-    v.valid = w > 0.0;
+    v.valid = w >= kMinW;
     v.inv_w = v.valid ? 1.0 / w : 0.0;
     v.x = (x * v.inv_w + 1.0) * 0.5 * width;
     v.y = (y * v.inv_w + 1.0) * 0.5 * height;
@@ -312,10 +315,14 @@ NL_HD int64_t wrap_index(int64_t i, int64_t n) {
 }
 
 NL_HD BilinearTaps bilinear_taps(double u, double v, int tex_h, int tex_w, int mode) {
+    if (mode == kWrap) {  // one period first: exact, and no huge uv overflows u * tex_w to inf
+        u -= floor(u);
+        v -= floor(v);
+    }
     double x = u * tex_w - 0.5, y = v * tex_h - 0.5;
     BilinearTaps t;
     int64_t x0, y0;
-    if (mode == kWrap) {  // reduce first so that huge uv cannot overflow the int conversion
+    if (mode == kWrap) {  // x in [-0.5, tex_w): xf wraps to a texel in range
         const double xf = floor(x), yf = floor(y);
         t.fx = x - xf;
         t.fy = y - yf;

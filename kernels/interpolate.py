@@ -17,27 +17,34 @@ from .runtime import cdiv, launch, pixel_block
 
 
 @triton.jit
-def _load_pixel(rast_ptr, tri_ptr, pixel, live):
-    """(b0, b1, hit, i0, i1, i2): barycentrics, coverage and vertex indices of pixels."""
+def _load_pixel(rast_ptr, tri_ptr, pixel, live, num_vertices, num_triangles):
+    """(b0, b1, hit, i0, i1, i2): barycentrics, coverage and vertex indices of pixels. The ops
+    validate rast and tri, but writes that bypass the validation cache (through .numpy())
+    must not make the kernel read out of bounds: ids outside 1..F and vertex indices outside
+    0..V-1 count as empty pixels."""
     b0 = tl.load(rast_ptr + pixel * 4 + 0, mask=live, other=0.0)
     b1 = tl.load(rast_ptr + pixel * 4 + 1, mask=live, other=0.0)
     f = tl.load(rast_ptr + pixel * 4 + 3, mask=live, other=0.0).to(tl.int32) - 1
-    hit = live & (f >= 0)
+    hit = live & (f >= 0) & (f < num_triangles)
     f = tl.where(hit, f, 0)
     i0 = tl.load(tri_ptr + f * 3 + 0, mask=hit, other=0)
     i1 = tl.load(tri_ptr + f * 3 + 1, mask=hit, other=0)
     i2 = tl.load(tri_ptr + f * 3 + 2, mask=hit, other=0)
-    return b0, b1, hit, i0, i1, i2
+    hit = hit & (i0 >= 0) & (i0 < num_vertices) & (i1 >= 0) & (i1 < num_vertices)
+    hit = hit & (i2 >= 0) & (i2 < num_vertices)
+    return b0, b1, hit, tl.where(hit, i0, 0), tl.where(hit, i1, 0), tl.where(hit, i2, 0)
 
 
 @triton.jit
-def _forward_kernel(attr_ptr, rast_ptr, tri_ptr, out_ptr, num_vertices, height, width,
+def _forward_kernel(attr_ptr, rast_ptr, tri_ptr, out_ptr, num_vertices, num_triangles, height,
+                    width,
                     BATCHED: tl.constexpr, CHANNELS: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
     pixel = b * height * width + p
-    w0, w1, hit, i0, i1, i2 = _load_pixel(rast_ptr, tri_ptr, pixel, live)
+    w0, w1, hit, i0, i1, i2 = _load_pixel(rast_ptr, tri_ptr, pixel, live, num_vertices,
+                                          num_triangles)
     w2 = 1.0 - w0 - w1
     if BATCHED:
         attr_ptr += b * num_vertices * CHANNELS
@@ -51,13 +58,14 @@ def _forward_kernel(attr_ptr, rast_ptr, tri_ptr, out_ptr, num_vertices, height, 
 
 @triton.jit
 def _backward_kernel(attr_ptr, rast_ptr, tri_ptr, grad_out_ptr, grad_attr_ptr, grad_rast_ptr,
-                     num_vertices, height, width,
+                     num_vertices, num_triangles, height, width,
                      BATCHED: tl.constexpr, CHANNELS: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
     pixel = b * height * width + p
-    b0, b1, hit, i0, i1, i2 = _load_pixel(rast_ptr, tri_ptr, pixel, live)
+    b0, b1, hit, i0, i1, i2 = _load_pixel(rast_ptr, tri_ptr, pixel, live, num_vertices,
+                                          num_triangles)
     w0 = b0.to(tl.float64)
     w1 = b1.to(tl.float64)
     w2 = 1.0 - w0 - w1
@@ -90,8 +98,8 @@ def interpolate(attr: torch.Tensor, attr_batched: bool, rast: torch.Tensor, tri:
     B, H, W, _ = rast.shape
     _, V, C = attr.shape
     block = pixel_block(rast.device, H * W)
-    launch(_forward_kernel, (cdiv(H * W, block), B), rast.device, attr, rast, tri, out, V, H, W,
-           BATCHED=bool(attr_batched), CHANNELS=C, BLOCK=block)
+    launch(_forward_kernel, (cdiv(H * W, block), B), rast.device, attr, rast, tri, out, V,
+           tri.shape[0], H, W, BATCHED=bool(attr_batched), CHANNELS=C, BLOCK=block)
     return out
 
 
@@ -105,5 +113,6 @@ def interpolate_backward(attr: torch.Tensor, attr_batched: bool, rast: torch.Ten
     grad_rast = torch.empty_like(rast)
     block = pixel_block(rast.device, H * W)
     launch(_backward_kernel, (cdiv(H * W, block), B), rast.device, attr, rast, tri, grad_out,
-           grad_attr, grad_rast, V, H, W, BATCHED=bool(attr_batched), CHANNELS=C, BLOCK=block)
+           grad_attr, grad_rast, V, tri.shape[0], H, W, BATCHED=bool(attr_batched), CHANNELS=C,
+           BLOCK=block)
     return grad_attr.to(attr.dtype), grad_rast

@@ -27,12 +27,16 @@ _EMPTY = torch.iinfo(torch.int64).max
 
 
 @triton.jit
-def _triangle_vertices(tri_ptr, f, active):
-    """Vertex indices of triangles f (0 on inactive lanes)."""
+def _triangle_vertices(tri_ptr, f, active, num_vertices):
+    """Vertex indices of triangles f and whether the lane may use them: active and every
+    index in 0..V-1 (0 on other lanes). The ops validate tri, but a write that bypasses the
+    validation cache (through .numpy()) must give a wrong image, never a read out of bounds."""
     i0 = tl.load(tri_ptr + f * 3 + 0, mask=active, other=0)
     i1 = tl.load(tri_ptr + f * 3 + 1, mask=active, other=0)
     i2 = tl.load(tri_ptr + f * 3 + 2, mask=active, other=0)
-    return i0, i1, i2
+    ok = active & (i0 >= 0) & (i0 < num_vertices) & (i1 >= 0) & (i1 < num_vertices)
+    ok = ok & (i2 >= 0) & (i2 < num_vertices)
+    return tl.where(ok, i0, 0), tl.where(ok, i1, 0), tl.where(ok, i2, 0), ok
 
 
 @triton.jit
@@ -72,7 +76,7 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
     pos_ptr += b * num_vertices * 4
     zbuf_ptr += b * height * width
 
-    v0, v1, v2 = _triangle_vertices(tri_ptr, t, live)
+    v0, v1, v2, live = _triangle_vertices(tri_ptr, t, live, num_vertices)
     _, _, d0, fx0, fy0, ok0 = _load_projected(pos_ptr, v0, live, height, width)
     _, _, d1, fx1, fy1, ok1 = _load_projected(pos_ptr, v1, live, height, width)
     _, _, d2, fx2, fy2, ok2 = _load_projected(pos_ptr, v2, live, height, width)
@@ -83,15 +87,22 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
     # Walk every triangle's bounding box PIXELS pixels at a time, as a flat index into it;
     # the block loops as long as its largest box needs. (A while loop: Triton 3.6's
     # interpreter cannot take a tensor as a range() bound.)
-    box_w = tl.where(draws, x_hi - x_lo + 1, 1)
-    box_area = tl.where(draws, box_w * (y_hi - y_lo + 1), 0)
-    largest = tl.reduce(box_area, 0, maximum_combine).to(tl.int32)
+    # The box is clipped to the image (at most 16384^2 = 2^28 pixels) and its corners lie
+    # within the guard band (2^20 px), so int32 holds them: the division below that turns
+    # the flat index into (row, col) is then a 32-bit one (a 64-bit div/rem is a ~70
+    # instruction software routine on NVIDIA GPUs, and it ran on every pixel step).
+    x_lo = x_lo.to(tl.int32)
+    y_lo = y_lo.to(tl.int32)
+    box_w = tl.where(draws, x_hi.to(tl.int32) - x_lo + 1, 1)
+    box_area = tl.where(draws, box_w * (y_hi.to(tl.int32) - y_lo + 1), 0)
+    largest = tl.reduce(box_area, 0, maximum_combine)
     start = tl.full((), 0, tl.int32)
     while start < largest:
         k = start + tl.arange(0, PIXELS)[None, :]
         in_box = k < box_area[:, None]
-        row = y_lo[:, None] + k // box_w[:, None]
-        col = x_lo[:, None] + k % box_w[:, None]
+        box_row = k // box_w[:, None]
+        row = y_lo[:, None] + box_row
+        col = x_lo[:, None] + (k - box_row * box_w[:, None])
         key, covered = fragment_key(fx0[:, None], fy0[:, None], fx1[:, None], fy1[:, None],
                                     fx2[:, None], fy2[:, None], d0[:, None], d1[:, None],
                                     d2[:, None], area2[:, None], orient[:, None], owns0[:, None],
@@ -111,7 +122,7 @@ def _resolve_kernel(pos_ptr, tri_ptr, zbuf_ptr, out_ptr, num_vertices, height, w
     key = tl.load(zbuf_ptr + b * height * width + p, mask=live, other=EMPTY_KEY)
     hit = key != EMPTY_KEY
     f = tl.where(hit, (key & 0xFFFFFFFF).to(tl.int32), 0)
-    i0, i1, i2 = _triangle_vertices(tri_ptr, f, hit)
+    i0, i1, i2, hit = _triangle_vertices(tri_ptr, f, hit, num_vertices)
     x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, i0, i1, i2, hit)
     px = (p % width).to(tl.float64) + 0.5
     py = (p // width).to(tl.float64) + 0.5
@@ -126,7 +137,7 @@ def _resolve_kernel(pos_ptr, tri_ptr, zbuf_ptr, out_ptr, num_vertices, height, w
 
 @triton.jit
 def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, grad_pos_ptr, num_vertices,
-                     height, width, BLOCK: tl.constexpr):
+                     num_triangles, height, width, BLOCK: tl.constexpr):
     """Program (i, b): pixels [i * BLOCK, (i + 1) * BLOCK) of image b scatter their gradient
     into grad_pos (float64, (B, V, 4))."""
     b = tl.program_id(1).to(tl.int64)
@@ -139,9 +150,11 @@ def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, grad_pos_ptr, nu
     g_b0 = tl.load(grad_rast_ptr + pixel + 0, mask=live, other=0.0).to(tl.float64)
     g_b1 = tl.load(grad_rast_ptr + pixel + 1, mask=live, other=0.0).to(tl.float64)
     g_depth = tl.load(grad_rast_ptr + pixel + 2, mask=live, other=0.0).to(tl.float64)
-    active = live & (f >= 0) & ((g_b0 != 0.0) | (g_b1 != 0.0) | (g_depth != 0.0))
+    # f < num_triangles: a raster edited behind the validation cache reads no foreign memory.
+    active = live & (f >= 0) & (f < num_triangles)
+    active = active & ((g_b0 != 0.0) | (g_b1 != 0.0) | (g_depth != 0.0))
     f = tl.where(active, f, 0)
-    i0, i1, i2 = _triangle_vertices(tri_ptr, f, active)
+    i0, i1, i2, active = _triangle_vertices(tri_ptr, f, active, num_vertices)
     x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, i0, i1, i2, active)
     px = (p % width).to(tl.float64) + 0.5
     py = (p // width).to(tl.float64) + 0.5
@@ -178,5 +191,5 @@ def rasterize_backward(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
     acc = torch.zeros((B, V, 4), dtype=torch.float64, device=pos.device)
     block = pixel_block(pos.device, H * W)
     launch(_backward_kernel, (cdiv(H * W, block), B), pos.device, pos, tri, rast, grad_rast, acc,
-           V, H, W, BLOCK=block)
+           V, tri.shape[0], H, W, BLOCK=block)
     return acc.to(pos.dtype)

@@ -18,14 +18,20 @@ interpreter (numpy) would warn.
 import triton
 import triton.language as tl
 
-SUBPIXEL_SCALE = tl.constexpr(256.0)  # kSubpixelScale: fixed point in 1/256 pixel
-GUARD_BAND = tl.constexpr(1048576.0)  # kGuardBandPixels: keeps edge functions inside int64
+from nl3dmm import constants
+
+# Globals a @triton.jit function reads must be tl.constexpr; the values are nl3dmm.constants'.
+SUBPIXEL_BITS = tl.constexpr(constants.SUBPIXEL_BITS)
+SUBPIXEL_SCALE = tl.constexpr(float(constants.SUBPIXEL_SCALE))  # fixed point in 1/256 pixel
+PIXEL_CENTRE = tl.constexpr(constants.SUBPIXEL_SCALE // 2)  # a pixel centre in fixed point
+GUARD_BAND = tl.constexpr(float(constants.GUARD_BAND_PIXELS))  # edge functions stay in int64
+MIN_W = tl.constexpr(constants.MIN_W)  # smaller w: behind the eye (1/w would overflow float32)
 # The z-buffer holds ((sortable depth bits - 2^31) << 32) | triangle as a *signed* int64 (the
 # GPU's atomic_min is signed), i.e. render_math.h's unsigned key shifted by -2^63: same order.
 EMPTY_KEY = tl.constexpr(0x7FFFFFFFFFFFFFFF)
-CLAMP = tl.constexpr(0)  # BoundaryMode
-ZERO = tl.constexpr(1)
-WRAP = tl.constexpr(2)
+CLAMP = tl.constexpr(constants.BOUNDARY_MODES["clamp"])  # BoundaryMode
+ZERO = tl.constexpr(constants.BOUNDARY_MODES["zero"])
+WRAP = tl.constexpr(constants.BOUNDARY_MODES["wrap"])
 
 
 @triton.jit
@@ -45,17 +51,10 @@ def floor_to_int(x):
 
 
 @triton.jit
-def floor_div(a, b):
-    """Integer floor division for b > 0, whatever the sign convention of `//`."""
-    q = a // b
-    return tl.where(q * b > a, q - 1, q)
-
-
-@triton.jit
 def project_vertex(x, y, z, w, height, width):
     """Clip -> screen of float64 vertices: (sx, sy, depth, fx, fy, valid), fx, fy snapped to
     1/256 pixel (int64). valid: w > 0 and inside the guard band (project_vertex)."""
-    valid = w > 0.0
+    valid = w >= MIN_W
     inv_w = tl.where(valid, 1.0 / tl.where(valid, w, 1.0), 0.0)
     sx = (x * inv_w + 1.0) * 0.5 * width
     sy = (y * inv_w + 1.0) * 0.5 * height
@@ -89,11 +88,13 @@ def pixel_bounds(fx0, fy0, fx1, fy1, fx2, fy2, height, width):
     xmax = tl.maximum(tl.maximum(fx0, fx1), fx2)
     ymin = tl.minimum(tl.minimum(fy0, fy1), fy2)
     ymax = tl.maximum(tl.maximum(fy0, fy1), fy2)
-    # Pixel k has its centre at k * 256 + 128 in fixed point.
-    x_lo = tl.maximum(-floor_div(128 - xmin, 256), 0)
-    x_hi = tl.minimum(floor_div(xmax - 128, 256), width - 1)
-    y_lo = tl.maximum(-floor_div(128 - ymin, 256), 0)
-    y_hi = tl.minimum(floor_div(ymax - 128, 256), height - 1)
+    # Pixel k has its centre at k * 256 + 128 in fixed point. An arithmetic right shift is
+    # floor division by 256 for negative values too (as in render_math.h), and unlike `//` it
+    # is no 64-bit division on the GPU.
+    x_lo = tl.maximum(-((PIXEL_CENTRE - xmin) >> SUBPIXEL_BITS), 0)
+    x_hi = tl.minimum((xmax - PIXEL_CENTRE) >> SUBPIXEL_BITS, width - 1)
+    y_lo = tl.maximum(-((PIXEL_CENTRE - ymin) >> SUBPIXEL_BITS), 0)
+    y_hi = tl.minimum((ymax - PIXEL_CENTRE) >> SUBPIXEL_BITS, height - 1)
     return x_lo, x_hi, y_lo, y_hi
 
 
@@ -132,8 +133,8 @@ def fragment_key(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, area2, orient, owns0,
     """(key, covered) of pixel (row, col) for a set-up triangle (fragment_key): covered when
     the pixel centre is inside (fill rule on the edges) and the depth, interpolated in float64
     from the exact integer edge values and rounded to float32, lies in [-1, 1]."""
-    px = col.to(tl.int64) * 256 + 128
-    py = row.to(tl.int64) * 256 + 128
+    px = (col.to(tl.int64) << SUBPIXEL_BITS) + PIXEL_CENTRE
+    py = (row.to(tl.int64) << SUBPIXEL_BITS) + PIXEL_CENTRE
     e0 = orient * edge(fx1, fy1, fx2, fy2, px, py)
     e1 = orient * edge(fx2, fy2, fx0, fy0, px, py)
     e2 = orient * edge(fx0, fy0, fx1, fy1, px, py)
@@ -323,20 +324,28 @@ def bilinear_tap(yy, xx, tex_h, tex_w, MODE: tl.constexpr):
 def bilinear_taps(u, v, tex_h, tex_w, MODE: tl.constexpr):
     """The four taps of float64 (u, v) (bilinear_taps): texel indices and inside flags of
     (y0, x0), (y0, x1), (y1, x0), (y1, x1), then the fractional position (fx, fy)."""
+    if MODE == WRAP:  # one period first: exact, and no huge uv overflows u * tex_w to inf
+        u = u - tl.floor(u)
+        v = v - tl.floor(v)
     x = u * tex_w - 0.5
     y = v * tex_h - 0.5
+    if MODE != WRAP:
+        # Beyond 3 texels outside, both taps are clamped (or zero) whatever the fraction, so
+        # clamping x first changes nothing and keeps inf (u * tex_w overflowing) out of fx.
+        lim_x = tex_w + 3.0  # exact even in float32: textures are at most 16384 texels wide
+        lim_y = tex_h + 3.0
+        x = tl.where(x < -3.0, -3.0, tl.where(x > lim_x, lim_x, x))
+        y = tl.where(y < -3.0, -3.0, tl.where(y > lim_y, lim_y, y))
     xf = tl.floor(x)
     yf = tl.floor(y)
     fx = x - xf
     fy = y - yf
-    if MODE == WRAP:  # reduce first so that huge uv cannot overflow the int conversion
+    if MODE == WRAP:  # x in [-0.5, tex_w): xf wraps to a texel in range
         x0 = (xf - tex_w * tl.floor(xf / tex_w)).to(tl.int64)
         y0 = (yf - tex_h * tl.floor(yf / tex_h)).to(tl.int64)
-    else:  # clamping to +-2 texels outside keeps every tap's meaning in both other modes
-        lim_x = tex_w + 2.0  # exact even in float32: textures are at most 16384 texels wide
-        lim_y = tex_h + 2.0
-        x0 = tl.where(xf < -2.0, -2.0, tl.where(xf > lim_x, lim_x, xf)).to(tl.int64)
-        y0 = tl.where(yf < -2.0, -2.0, tl.where(yf > lim_y, lim_y, yf)).to(tl.int64)
+    else:
+        x0 = xf.to(tl.int64)
+        y0 = yf.to(tl.int64)
     i00, in00 = bilinear_tap(y0, x0, tex_h, tex_w, MODE)
     i01, in01 = bilinear_tap(y0, x0 + 1, tex_h, tex_w, MODE)
     i10, in10 = bilinear_tap(y0 + 1, x0, tex_h, tex_w, MODE)

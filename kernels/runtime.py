@@ -81,13 +81,22 @@ def pixel_block(device: torch.device, pixels: int) -> int:
     return min(4096, triton.next_power_of_2(pixels))
 
 
+GPU_WARPS = 4  # Triton's default num_warps, which every launch uses: 128 threads a program
+
+
 def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
     """(triangles, pixels) per step of the per-triangle coverage kernel: each program takes a
-    block of triangles and walks their bounding boxes a block of pixels at a time. Face-mesh
-    triangles cover about a pixel at 224 x 224, hence few pixels per triangle on the GPU; the
-    CPU interpreter prefers everything in one program."""
+    block of triangles and walks their bounding boxes a block of pixels at a time.
+
+    On the GPU: one triangle per thread and one pixel per step, (128, 1). The kernel keeps
+    ~20 values per triangle (snapped corners, depths, edge ownership, box), most of them
+    64-bit; a (64, 8) tile spreads each triangle over 8 lanes and hands every thread 4
+    triangles' worth of them, which took 241-255 registers with spills (12.5 % occupancy).
+    With one triangle per thread it takes 68-70 (67-70 on Triton 3.6), no spills (sm_90;
+    bench/results/ptxas-sm90*.md). Face-mesh triangles cover about a pixel at 224 x 224, so walking one pixel
+    per step wastes few steps. The CPU interpreter prefers everything in one program."""
     if device.type == "cuda":
-        return 64, 8
+        return GPU_WARPS * 32, 1
     return min(64, triton.next_power_of_2(num_triangles)), 64
 
 

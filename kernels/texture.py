@@ -13,10 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
+from nl3dmm.constants import BOUNDARY_MODES
+
 from .render_math import bilinear_taps, bilinear_weight_grads, bilinear_weights
 from .runtime import cdiv, launch, pixel_block
-
-BOUNDARY_MODES = {"clamp": 0, "zero": 1, "wrap": 2}  # render_math CLAMP, ZERO, WRAP
 
 
 @triton.jit

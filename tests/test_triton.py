@@ -13,6 +13,8 @@ the largest reference value <= 1e-5 (float32) / 1e-12 (float64).
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,15 +29,15 @@ except ImportError:
 from triton.runtime.jit import JITFunction
 
 import nl3dmm
-from nl3dmm.kernels import interpolate as k_interpolate
 from nl3dmm.kernels import rasterize as k_rasterize
 from nl3dmm.kernels import runtime
-from nl3dmm.kernels import texture as k_texture
 from nl3dmm.render import reference
 from nl3dmm.render.backends import available_backends, resolve_backend_name
 from nl3dmm.render.backends.triton import TritonBackend
 
 from meshes import assert_rel_close, jittered_grid, min_edge_distance, random_soup
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench" / "gpu"))  # static_checks
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 B, H, W = 2, 16, 20
@@ -92,6 +94,21 @@ def test_rasterize_matches_reference_and_cpu(seed, dtype, cull, perspective):
     assert (ref[..., 3] > 0).float().mean() > 0.2, "test mesh covers too little to be useful"
     assert_rel_close(rast[..., :3], ref[..., :3], TOL[dtype], "raster vs reference")
     assert_rel_close(rast[..., :3], cpu[..., :3], TOL[dtype], "raster vs cpu")
+
+
+def test_gpu_tiles_give_the_same_bits(seed):
+    """The GPU path's tiles (one triangle per thread, one pixel per step; 256-pixel blocks)
+    run through the interpreter: the same raster, bit for bit, as the interpreter's own tiles,
+    and the CPU backend's triangle ids. A small image: one pixel per step is many steps."""
+    import static_checks
+
+    pos, tri = _soup(torch.float64)
+    size = (6, 7)
+    with static_checks.gpu_block_sizes():
+        gpu_tiles = nl3dmm.rasterize(pos, tri, size, backend="triton")
+    assert (gpu_tiles[..., 3] > 0).any()
+    assert torch.equal(gpu_tiles, nl3dmm.rasterize(pos, tri, size, backend="triton"))
+    assert torch.equal(gpu_tiles[..., 3], nl3dmm.rasterize(pos, tri, size, backend="cpu")[..., 3])
 
 
 def test_rasterize_fill_rule_and_depth_ties(seed):
@@ -240,47 +257,29 @@ def test_every_output_element_written(seed, dtype):
 
 # ---- the compiled path --------------------------------------------------------------------
 
-def _recorded_launches(monkeypatch) -> list:
-    """(kernel, args, meta) of every launch of a forward + backward through the three ops in
-    float32 and float64, both cull settings, shared and batched inputs, every boundary mode."""
-    launches = []
-    real_launch = runtime.launch
-
-    def record(kernel, grid, device, *args, **meta):
-        launches.append((kernel, args, meta))
-        real_launch(kernel, grid, device, *args, **meta)
-
-    for module in (k_rasterize, k_interpolate, k_texture):
-        monkeypatch.setattr(module, "launch", record)
-    for dtype in (torch.float32, torch.float64):
-        pos, tri = random_soup(2, 6, 4, dtype)
-        p = pos.clone().requires_grad_(True)
-        rast = nl3dmm.rasterize(p, tri, (4, 5), dtype == torch.float32, backend="triton")
-        uv = nl3dmm.interpolate(torch.rand(6, 2, dtype=dtype), rast, tri, backend="triton")
-        uv = uv + nl3dmm.interpolate(torch.rand(2, 6, 2, dtype=dtype), rast, tri, backend="triton")
-        loss = uv.sum()
-        for boundary, tex_batch in (("clamp", 1), ("zero", 2), ("wrap", 1)):
-            tex = torch.rand(tex_batch, 3, 3, 2, dtype=dtype, requires_grad=True)
-            loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton").sum()
-        loss.backward()
-    return launches
-
-
-def test_kernels_compile_for_the_gpu(monkeypatch):
-    """Compile each kernel variant that the ops launch for an H100 (sm_90), ahead of time and
-    without a GPU: the interpreter never runs Triton's compiler, so this is what catches
-    compiled-mode-only errors in CI. One dtype per variant keeps it to ~20 compilations."""
+def test_kernels_compile_for_the_gpu():
+    """Compile each kernel variant that the ops launch on a GPU for an H100 (sm_90), ahead of
+    time and without a GPU, at the GPU path's block sizes (recorded by running the ops through
+    the interpreter with them; the interpreter's own blocks are larger): the interpreter never
+    runs Triton's compiler, so this is what catches compiled-mode-only errors in CI. One dtype
+    (float64) per variant keeps it to ~14 compilations; bench/gpu/static_checks.py compiles
+    both and tests/test_gpu_static.py checks their registers."""
     if not isinstance(k_rasterize._coverage_kernel, JITFunction):
         pytest.skip("TRITON_INTERPRET=1 is set: every kernel is an interpreted one")
-    launches = _recorded_launches(monkeypatch)
-    assert len({kernel for kernel, _, _ in launches}) == 7, "expected all seven kernels"
-    compiled = set()
-    for kernel, args, meta in launches:
-        variant = (kernel, tuple(sorted(meta.items())))
-        if variant not in compiled:
-            binary = runtime.compile_for_gpu(kernel, args, meta, arch=90)
-            assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
-            compiled.add(variant)
+    import static_checks
+
+    variants = {}
+    for kernel, args, meta in static_checks.gpu_launch_variants():
+        variants[(kernel, tuple(sorted(meta.items())))] = (kernel, args, meta)  # float64 last
+    assert len({kernel for kernel, _ in variants}) == 7, "expected all seven kernels"
+    cuda = torch.device("cuda")
+    for kernel, args, meta in variants.values():
+        if "BLOCK" in meta:
+            assert meta["BLOCK"] == runtime.pixel_block(cuda, 10**6), "not the GPU block size"
+        if "TRIS" in meta:
+            assert (meta["TRIS"], meta["PIXELS"]) == runtime.triangle_tile(cuda, 10**6)
+        binary = runtime.compile_for_gpu(kernel, args, meta, arch=90)
+        assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
 
 
 # ---- on a GPU: the compiled kernels ---------------------------------------------------------

@@ -3,19 +3,38 @@
 Every op validates before dispatching, so every backend (and the reference) sees the same
 well-formed tensors and users get an error that names the offending argument instead of a
 crash or a silently wrong image. Shape, dtype and device problems raise TypeError/ValueError
-at once; value checks (finite positions, index ranges) cost one pass over the data.
+at once; value checks (finite values, index ranges) cost one pass over the data and run in
+the op's `validate` mode: "full" (on the host, at once) or "deferred" (counted on the device
+and reported by check_pending(), see pending.py).
 """
 from __future__ import annotations
 
 import weakref
+from typing import Optional
 
 import torch
 
+from ..constants import BOUNDARY_MODES, MAX_RESOLUTION, MAX_TRIANGLES
+from . import pending
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
-MAX_RESOLUTION = 16384
-# Triangle ids travel as float32 (id + 1) in the raster tensor; larger ids would round.
-MAX_TRIANGLES = (1 << 24) - 1
-BOUNDARY_MODES = ("clamp", "zero", "wrap")
+VALIDATE_MODES = ("full", "deferred")
+
+
+def resolve_validate(validate: Optional[str], device: torch.device) -> str:
+    """The op's value-check mode: as given, else "full" on the CPU and "deferred" elsewhere."""
+    if validate is None:
+        return "full" if device.type == "cpu" else "deferred"
+    if not isinstance(validate, str) or validate not in VALIDATE_MODES:
+        raise ValueError(f"validate must be one of {VALIDATE_MODES} or None, got {validate!r}")
+    return validate
+
+
+def nonfinite_on_device(x: torch.Tensor) -> torch.Tensor:
+    """0-d bool on x's device: any NaN/Inf. aminmax propagates NaN and sees +-Inf, in one
+    read and without a mask the size of x (and, unlike a sum, cannot overflow)."""
+    lo, hi = torch.aminmax(x.detach())
+    return ~(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def require_tensor(name: str, x: object) -> torch.Tensor:
@@ -29,7 +48,10 @@ def require_float(name: str, x: torch.Tensor) -> None:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
 
 
-def require_finite(name: str, x: torch.Tensor) -> None:
+def require_finite(name: str, x: torch.Tensor, validate: str = "full", op: str = "") -> None:
+    if validate == "deferred":
+        pending.record(op, name, nonfinite_on_device(x))
+        return
     # A sum is NaN/Inf whenever an element is, and costs one read with no mask allocation;
     # only when it is not finite (or overflowed) do we pay for the exact elementwise test.
     if x.numel() == 0 or bool(torch.isfinite(x.sum())):
@@ -41,6 +63,8 @@ def require_finite(name: str, x: torch.Tensor) -> None:
 
 def check_resolution(resolution: object) -> tuple[int, int]:
     try:
+        if isinstance(resolution, (str, bytes)) or any(isinstance(r, bool) for r in resolution):  # type: ignore[union-attr]
+            raise TypeError  # '12' would read as (1, 2) and (True, True) as (1, 1)
         height, width = (int(r) for r in resolution)  # type: ignore[union-attr]
         if any(float(r) != int(r) for r in resolution):  # type: ignore[union-attr]
             raise ValueError
@@ -51,7 +75,7 @@ def check_resolution(resolution: object) -> tuple[int, int]:
     return height, width
 
 
-def check_pos(pos: object) -> torch.Tensor:
+def check_pos(pos: object, validate: str = "full") -> torch.Tensor:
     pos = require_tensor("pos", pos)
     require_float("pos", pos)
     if pos.dim() != 3 or pos.shape[-1] != 4:
@@ -60,38 +84,63 @@ def check_pos(pos: object) -> torch.Tensor:
         raise ValueError("pos has an empty batch (B = 0)")
     if pos.shape[1] == 0:
         raise ValueError("pos has no vertices (V = 0): the mesh is empty")
-    require_finite("pos", pos.detach())
+    require_finite("pos", pos.detach(), validate, "rasterize")
     return pos
 
 
 class _Validated:
-    """Remembers tensors whose values passed a check, until they are modified in place
+    """Remembers tensors whose values passed a full check, until they are modified in place
     (torch bumps `_version`) or freed. Meshes are validated once, not on every call, and a
-    raster coming straight from `rasterize` is not re-scanned by `interpolate`."""
+    raster coming straight from `rasterize` is not re-scanned by `interpolate`.
+
+    Only weak references to the tensors are kept: an entry disappears when its tensor is
+    freed (a weakref callback), and at most MAX_ENTRIES are kept (oldest dropped first), so
+    the cache never keeps a tensor, or the int32 copy made of an int64 one, alive for long.
+    Writes that bypass `_version` (through `.numpy()` or `.data`) are not noticed: the
+    kernels bounds-check indices themselves, so such a write can give a wrong image but
+    never an out-of-bounds read.
+    """
+
+    MAX_ENTRIES = 32
 
     def __init__(self) -> None:
+        # id(tensor) -> (weak reference, _version, key, converted copy or None for "itself")
         self._seen: dict[int, tuple[weakref.ref, int, object, torch.Tensor | None]] = {}
 
-    def get(self, t: torch.Tensor, key: object) -> torch.Tensor | None | bool:
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def get(self, t: torch.Tensor, key: object) -> torch.Tensor | None:
+        """The validated form of t (t itself or its converted copy), or None if unknown."""
         entry = self._seen.get(id(t))
         if entry is None or entry[0]() is not t or entry[1] != t._version or entry[2] != key:
-            return False
-        return entry[3] if entry[3] is not None else True
+            return None
+        return t if entry[3] is None else entry[3]
 
     def add(self, t: torch.Tensor, key: object, result: torch.Tensor | None = None) -> None:
-        if len(self._seen) > 256:  # drop entries whose tensors are gone
-            self._seen = {k: v for k, v in self._seen.items() if v[0]() is not None}
-        self._seen[id(t)] = (weakref.ref(t), t._version, key, result)
+        seen, tid = self._seen, id(t)
+
+        def forget(ref: weakref.ref) -> None:  # t was freed: drop its entry (if still ours)
+            if tid in seen and seen[tid][0] is ref:
+                del seen[tid]
+
+        seen.pop(tid, None)  # re-inserted last: the dict's order is the age order
+        seen[tid] = (weakref.ref(t, forget), t._version, key,
+                     None if result is None or result is t else result)
+        while len(seen) > self.MAX_ENTRIES:
+            del seen[next(iter(seen))]
 
 
 VALIDATED = _Validated()
 
 
-def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Tensor:
+def check_tri(tri: object, num_vertices: int, device: torch.device, validate: str = "full",
+              op: str = "rasterize") -> torch.Tensor:
     """Returns tri as contiguous int32 after checking shape and index range."""
     tri = require_tensor("tri", tri)
-    cached = VALIDATED.get(tri, ("tri", num_vertices, device))
-    if isinstance(cached, torch.Tensor):
+    key = ("tri", num_vertices, device)
+    cached = VALIDATED.get(tri, key)
+    if cached is not None:
         return cached
     if tri.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"tri must be int32 (int64 is accepted), got {tri.dtype}")
@@ -103,6 +152,10 @@ def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Ten
         raise ValueError(f"tri has {tri.shape[0]} triangles; at most {MAX_TRIANGLES} are supported")
     if tri.device != device:
         raise ValueError(f"tri is on {tri.device} but the other inputs are on {device}")
+    if validate == "deferred":  # not cached: a bad tri must be counted on every call
+        lo, hi = torch.aminmax(tri)
+        pending.record(op, "tri", (lo < 0) | (hi >= num_vertices))
+        return tri.to(torch.int32).contiguous()
     lo, hi = int(tri.min()), int(tri.max())
     if lo < 0:
         raise ValueError(f"tri contains a negative vertex index ({lo}); indices are 0-based")
@@ -110,7 +163,7 @@ def check_tri(tri: object, num_vertices: int, device: torch.device) -> torch.Ten
         raise ValueError(f"tri references vertex {hi} but there are only {num_vertices} vertices "
                          "(indices are 0-based; 1-based files need `tri - 1`)")
     result = tri.to(torch.int32).contiguous()
-    VALIDATED.add(tri, ("tri", num_vertices, device), result)
+    VALIDATED.add(tri, key, result)
     return result
 
 
@@ -125,8 +178,14 @@ def check_rast(rast: object) -> torch.Tensor:
     return rast
 
 
-def check_rast_values(rast: torch.Tensor, num_triangles: int) -> None:
-    if VALIDATED.get(rast, ("rast", num_triangles)):
+def check_rast_values(rast: torch.Tensor, num_triangles: int, validate: str = "full") -> None:
+    if VALIDATED.get(rast, ("rast", num_triangles)) is not None:
+        return
+    if validate == "deferred":
+        ids = rast[..., 3].detach()
+        lo, hi = torch.aminmax(ids)
+        bad = nonfinite_on_device(rast) | (lo < 0) | (hi > num_triangles) | (ids != ids.round()).any()
+        pending.record("interpolate", "rast", bad)
         return
     require_finite("rast", rast.detach())
     ids = rast[..., 3].detach()
@@ -136,8 +195,8 @@ def check_rast_values(rast: torch.Tensor, num_triangles: int) -> None:
     VALIDATED.add(rast, ("rast", num_triangles))
 
 
-def check_attr(attr: object, batch: int, dtype: torch.dtype,
-               device: torch.device) -> tuple[torch.Tensor, bool]:
+def check_attr(attr: object, batch: int, dtype: torch.dtype, device: torch.device,
+               validate: str = "full") -> tuple[torch.Tensor, bool]:
     """Returns (attr, batched): attr is (B, V, C) per image or (V, C) / (1, V, C) shared."""
     attr = require_tensor("attr", attr)
     if attr.device != device:
@@ -153,12 +212,12 @@ def check_attr(attr: object, batch: int, dtype: torch.dtype,
         raise ValueError(f"attr is empty, got shape {tuple(attr.shape)}")
     if attr.dtype != dtype:
         raise TypeError(f"attr is {attr.dtype} but rast is {dtype}; use one dtype")
-    require_finite("attr", attr.detach())
+    require_finite("attr", attr.detach(), validate, "interpolate")
     return attr, attr.shape[0] == batch and batch > 1
 
 
-def check_texture(tex: object, batch: int, dtype: torch.dtype,
-                  device: torch.device) -> tuple[torch.Tensor, bool]:
+def check_texture(tex: object, batch: int, dtype: torch.dtype, device: torch.device,
+                  validate: str = "full") -> tuple[torch.Tensor, bool]:
     tex = require_tensor("tex", tex)
     if tex.device != device:
         raise ValueError(f"tex is on {tex.device} but uv is on {device}")
@@ -173,22 +232,22 @@ def check_texture(tex: object, batch: int, dtype: torch.dtype,
         raise ValueError(f"tex is larger than {MAX_RESOLUTION} texels on a side: {tuple(tex.shape)}")
     if tex.dtype != dtype:
         raise TypeError(f"tex is {tex.dtype} but uv is {dtype}; use one dtype")
-    require_finite("tex", tex.detach())
+    require_finite("tex", tex.detach(), validate, "sample_texture")
     return tex, tex.shape[0] == batch and batch > 1
 
 
-def check_uv(uv: object) -> torch.Tensor:
+def check_uv(uv: object, validate: str = "full") -> torch.Tensor:
     uv = require_tensor("uv", uv)
     require_float("uv", uv)
     if uv.dim() != 4 or uv.shape[-1] != 2:
         raise ValueError(f"uv must have shape (B, H, W, 2), got {tuple(uv.shape)}")
     if min(uv.shape[:3]) == 0:
         raise ValueError(f"uv is empty, got shape {tuple(uv.shape)}")
-    require_finite("uv", uv.detach())
+    require_finite("uv", uv.detach(), validate, "sample_texture")
     return uv
 
 
 def check_boundary(boundary: object) -> str:
-    if boundary not in BOUNDARY_MODES:
-        raise ValueError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
+    if not isinstance(boundary, str) or boundary not in BOUNDARY_MODES:
+        raise ValueError(f"boundary must be one of {tuple(BOUNDARY_MODES)}, got {boundary!r}")
     return boundary  # type: ignore[return-value]

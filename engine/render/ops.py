@@ -24,6 +24,28 @@ Conventions
   b0, b1 are the perspective-correct barycentric weights of the triangle's first two
   vertices (the third is 1 - b0 - b1). Gradients flow to ``pos`` through b0, b1 and depth;
   visibility itself (which triangle wins, coverage at silhouettes) is not differentiated.
+
+Limits
+------
+* No clipping: a triangle with a vertex farther than 2^20 pixels (GUARD_BAND_PIXELS, about
+  1e6) from the image origin in screen space is not drawn, however much of the image it would
+  cover (e.g. clip x = +-1e5 at 224 px). rasterize warns once per process when that happens
+  (validate="full"; deferred validation does not look, to stay free of host syncs).
+* At most 2^24 - 1 triangles (ids travel as float32) and 16384 pixels on a side.
+* A vertex with 0 < w below the smallest normal float32 (1.18e-38) counts as w <= 0 in every
+  dtype: its 1/w would overflow and its gradient would be inf.
+
+Validation
+----------
+Every op checks shapes, dtypes and devices at once, and values (no NaN/Inf in pos, attr, tex,
+uv; vertex indices and raster ids in range) in the mode `validate` selects:
+``"full"`` checks on the host before the kernels run (on CUDA: a device-to-host sync per
+checked tensor, about four per forward); ``"deferred"`` counts failures on the device without
+any sync and reports them at ``nl3dmm.render.check_pending()`` (one sync; call it once per
+training step) or, on CUDA, at a later op once the counts have reached the host. None picks
+"full" for CPU tensors and "deferred" for CUDA tensors. Cost of "deferred": one reduction per
+checked tensor plus a few tiny kernels per op. Either way the kernels bounds-check indices, so
+no input makes them read out of bounds. Details: engine/render/pending.py.
 """
 from __future__ import annotations
 
@@ -32,8 +54,19 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import checks, reference
+from . import checks, limits, pending, reference
 from .backends import Backend, get_backend, resolve_backend_name
+
+
+def _prepare(name: str, first: object, backend: Optional[str], validate: Optional[str]
+             ) -> tuple[str, str]:
+    """(backend name, validate mode) of an op whose leading tensor argument is `first`. In
+    deferred mode, first report what an earlier op's completed checks found."""
+    device = checks.require_tensor(name, first).device
+    mode = checks.resolve_validate(validate, device)
+    if mode == "deferred":
+        pending.begin(device)
+    return resolve_backend_name(backend, device), mode
 
 
 class _Rasterize(torch.autograd.Function):
@@ -95,7 +128,8 @@ class _SampleTexture(torch.autograd.Function):
 
 
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
-              cull_backfaces: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+              cull_backfaces: bool = False, backend: Optional[str] = None,
+              validate: Optional[str] = None) -> torch.Tensor:
     """Z-buffer rasterization of a batch of meshes sharing one triangle list.
 
     Args:
@@ -104,15 +138,20 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
         resolution: (H, W) of the output image, any size from 1 to 16384.
         cull_backfaces: drop clockwise (back-facing) triangles.
         backend: "cpu", "cuda", "triton", "reference" or None (chosen from the device).
+        validate: "full", "deferred" or None (see the module docstring).
 
     Returns:
         (B, H, W, 4) raster (b0, b1, depth, triangle_id + 1) in pos's dtype; see the module
         docstring for the exact conventions.
     """
-    name = resolve_backend_name(backend, checks.require_tensor("pos", pos).device)
-    pos = checks.check_pos(pos)
+    name, mode = _prepare("pos", pos, backend, validate)
+    pos = checks.check_pos(pos, mode)
     height, width = checks.check_resolution(resolution)
-    tri = checks.check_tri(tri, pos.shape[1], pos.device)
+    tri = checks.check_tri(tri, pos.shape[1], pos.device, mode, "rasterize")
+    if mode == "deferred":
+        pending.end(pos.device)
+    else:
+        limits.warn_outside_guard_band(pos, height, width)
     if name == "reference":
         rast = reference.rasterize(pos, tri, (height, width), bool(cull_backfaces))
     else:
@@ -123,29 +162,32 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
-                backend: Optional[str] = None) -> torch.Tensor:
+                backend: Optional[str] = None, validate: Optional[str] = None) -> torch.Tensor:
     """Per-pixel barycentric mix of per-vertex attributes (UVs, normals, colours).
 
     Args:
         attr: (B, V, C) per-image or (V, C) / (1, V, C) shared attributes, rast's dtype.
         rast: (B, H, W, 4) output of `rasterize` with the same `tri`.
         tri: (F, 3) triangle list given to `rasterize`.
+        backend, validate: as for `rasterize`.
 
     Returns:
         (B, H, W, C); zero on empty pixels. Differentiable in attr and in rast's b0, b1.
     """
-    name = resolve_backend_name(backend, checks.require_tensor("rast", rast).device)
+    name, mode = _prepare("rast", rast, backend, validate)
     rast = checks.check_rast(rast)
-    attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype, rast.device)
-    tri = checks.check_tri(tri, attr.shape[1], rast.device)
-    checks.check_rast_values(rast, tri.shape[0])
+    attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype, rast.device, mode)
+    tri = checks.check_tri(tri, attr.shape[1], rast.device, mode, "interpolate")
+    checks.check_rast_values(rast, tri.shape[0], mode)
+    if mode == "deferred":
+        pending.end(rast.device)
     if name == "reference":
         return reference.interpolate(attr, rast, tri)
     return _Interpolate.apply(attr.contiguous(), batched, rast.contiguous(), tri, get_backend(name))
 
 
 def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
-                   backend: Optional[str] = None) -> torch.Tensor:
+                   backend: Optional[str] = None, validate: Optional[str] = None) -> torch.Tensor:
     """Bilinear texture lookup.
 
     Args:
@@ -154,15 +196,18 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
             centred at ((j + 0.5) / Wt, (i + 0.5) / Ht); row 0 of tex is at v = 0.
         boundary: outside [0, 1]: "clamp" repeats the edge texels, "zero" fades to 0 over
             the last half texel, "wrap" tiles the texture.
+        backend, validate: as for `rasterize`.
 
     Returns:
         (B, H, W, C). Differentiable in tex and uv (uv's gradient is that of the bilinear
         surface, which has kinks on texel centre lines).
     """
-    name = resolve_backend_name(backend, checks.require_tensor("uv", uv).device)
-    uv = checks.check_uv(uv)
-    tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype, uv.device)
+    name, mode = _prepare("uv", uv, backend, validate)
+    uv = checks.check_uv(uv, mode)
+    tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype, uv.device, mode)
     boundary = checks.check_boundary(boundary)
+    if mode == "deferred":
+        pending.end(uv.device)
     if name == "reference":
         return reference.sample_texture(tex, uv, boundary)
     return _SampleTexture.apply(tex.contiguous(), batched, uv.contiguous(), boundary,

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import torch
 
-SUBPIXEL = 256
-GUARD_BAND = float(1 << 20)
+from ..constants import BOUNDARY_MODES, GUARD_BAND_PIXELS, MIN_W, SUBPIXEL_SCALE
+
+SUBPIXEL = SUBPIXEL_SCALE
+HALF = SUBPIXEL_SCALE // 2  # a pixel centre's offset in fixed point
+GUARD_BAND = float(GUARD_BAND_PIXELS)
 _EMPTY = torch.iinfo(torch.int64).max
 
 
@@ -22,7 +25,7 @@ def _screen(pos: torch.Tensor, height: int, width: int):
     """Clip -> screen in float64: (sx, sy, depth, inv_w, valid). pos: (V, 4)."""
     p = pos.double()
     w = p[:, 3]
-    valid = w > 0
+    valid = w >= MIN_W
     inv_w = torch.where(valid, 1.0 / torch.where(valid, w, torch.ones_like(w)), torch.zeros_like(w))
     sx = (p[:, 0] * inv_w + 1.0) * 0.5 * width
     sy = (p[:, 1] * inv_w + 1.0) * 0.5 * height
@@ -62,10 +65,10 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         if cull_backfaces:
             keep &= area2 > 0
         orient = torch.where(area2 > 0, 1, -1)
-        cx0 = -torch.div(-(X.min(1).values - 128), 256, rounding_mode="floor")
-        cx1 = torch.div(X.max(1).values - 128, 256, rounding_mode="floor")
-        cy0 = -torch.div(-(Y.min(1).values - 128), 256, rounding_mode="floor")
-        cy1 = torch.div(Y.max(1).values - 128, 256, rounding_mode="floor")
+        cx0 = -torch.div(-(X.min(1).values - HALF), SUBPIXEL, rounding_mode="floor")
+        cx1 = torch.div(X.max(1).values - HALF, SUBPIXEL, rounding_mode="floor")
+        cy0 = -torch.div(-(Y.min(1).values - HALF), SUBPIXEL, rounding_mode="floor")
+        cy1 = torch.div(Y.max(1).values - HALF, SUBPIXEL, rounding_mode="floor")
         cx0, cy0 = cx0.clamp(min=0), cy0.clamp(min=0)
         cx1, cy1 = cx1.clamp(max=width - 1), cy1.clamp(max=height - 1)
         keep &= (cx0 <= cx1) & (cy0 <= cy1)
@@ -80,7 +83,7 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         bw_t = torch.repeat_interleave(bw, counts)
         col = cx0[t] + off % bw_t
         row = cy0[t] + torch.div(off, bw_t, rounding_mode="floor")
-        px, py = col * 256 + 128, row * 256 + 128
+        px, py = col * SUBPIXEL + HALF, row * SUBPIXEL + HALF
         Xt, Yt, o = X[t], Y[t], orient[t]
         inside = torch.ones_like(t, dtype=torch.bool)
         e = []
@@ -161,21 +164,26 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     return torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
 
 
-_MODES = {"clamp": 0, "zero": 1, "wrap": 2}
-
-
 def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp") -> torch.Tensor:
     """Bilinear lookup of uv (B, H, W, 2) in tex (B or 1, Ht, Wt, C), texel centres at
-    ((j + 0.5) / Wt, (i + 0.5) / Ht)."""
+    ((j + 0.5) / Wt, (i + 0.5) / Ht). In float64 like the kernels, rounded once to tex's
+    dtype; wrap reduces uv to one period first and the other modes clamp x, y to 3 texels
+    outside before the integer conversion, so any finite uv (1e10, 1.7e308) is exact."""
+    if boundary not in BOUNDARY_MODES:
+        raise ValueError(f"boundary must be one of {tuple(BOUNDARY_MODES)}, got {boundary!r}")
     B = uv.shape[0]
     tex = tex.expand(B, -1, -1, -1)
     _, Ht, Wt, C = tex.shape
-    x = uv[..., 0] * Wt - 0.5
-    y = uv[..., 1] * Ht - 0.5
+    u, v = uv[..., 0].double(), uv[..., 1].double()
+    if boundary == "wrap":  # u - floor(u) is exact, and its gradient is 1
+        u, v = u - torch.floor(u.detach()), v - torch.floor(v.detach())
+    x, y = u * Wt - 0.5, v * Ht - 0.5
+    if boundary != "wrap":  # beyond 3 texels outside every tap is clamped or zero anyway
+        x, y = x.clamp(-3.0, Wt + 3.0), y.clamp(-3.0, Ht + 3.0)
     x0f, y0f = torch.floor(x.detach()), torch.floor(y.detach())
     fx, fy = x - x0f, y - y0f
     x0, y0 = x0f.long(), y0f.long()
-    flat = tex.reshape(B, Ht * Wt, C)
+    flat = tex.reshape(B, Ht * Wt, C).double()
     out = 0
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
@@ -192,4 +200,4 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp")
             idx = (yy * Wt + xx).reshape(B, -1, 1).expand(-1, -1, C)
             texel = torch.gather(flat, 1, idx).reshape(*uv.shape[:3], C)
             out = out + weight.unsqueeze(-1) * texel
-    return out
+    return out.to(tex.dtype)

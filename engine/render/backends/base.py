@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-BOUNDARY_CODES = {"clamp": 0, "zero": 1, "wrap": 2}
+from ...constants import BOUNDARY_MODES as BOUNDARY_CODES  # noqa: F401  (re-exported to cpu, cuda)
 
 
 class Backend:
