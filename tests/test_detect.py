@@ -71,6 +71,17 @@ def test_profile_found_in_the_mirrored_photo(shared_data):
     assert detect.box_iou(best.landmark_box, truth) >= FOUND_IOU
 
 
+def test_large_photo_is_searched_shrunk_and_boxes_come_back_in_its_pixels(shared_data):
+    """Above HOG_MAX_SIDE / CASCADE_MAX_SIDE the passes run on a shrunk copy; boxes must be scaled back."""
+    stem = shared_data / "prnet" / "aflw2000" / "image00050"
+    factor = 3  # 1350 px: both passes shrink
+    assert 450 * factor > max(detect.HOG_MAX_SIDE, detect.CASCADE_MAX_SIDE)
+    photo = np.asarray(Image.open(stem.with_suffix(".jpg")).resize((450 * factor,) * 2, Image.BILINEAR))
+    truth = detect.square_landmark_box(read_landmark_file(stem.with_suffix(".mat")) * factor)
+    faces = detect.detect_faces(photo)
+    assert faces and max(detect.box_iou(f.landmark_box, truth) for f in faces) >= FOUND_IOU
+
+
 def two_faces_photo(shared_data) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
     """Two real faces, resized and pasted side by side on grey; their GT squares in the new photo."""
     canvas = Image.new("RGB", (560, 300), (128, 128, 128))
