@@ -56,6 +56,11 @@ def main() -> int:
         row = dict(image=sample.name, yaw_degrees=math.degrees(float(sample.pose_para[1])),
                    face_found=bool(faces),
                    iou=box_iou(faces[0].landmark_box, square_landmark_box(sample.landmarks)) if faces else None)
+        if faces:  # how far the detected crop is from the training crop, in units of the GT window side
+            (top, left, side), (dtop, dleft, dside) = gt_window, windows["detected"]
+            row["centre_offset_over_side"] = float(np.hypot(dtop + dside / 2 - top - side / 2,
+                                                            dleft + dside / 2 - left - side / 2) / side)
+            row["side_ratio"] = dside / side
         for source, window in windows.items():
             crop_points = predict(model, crop_to_window(sample.image, window)[None], face_model)["landmarks"][0]
             points = to_source_points(crop_points, window)
@@ -64,7 +69,9 @@ def main() -> int:
                                points=points)
         rows.append(row)
         print(f"{row['image']} yaw {row['yaw_degrees']:6.1f}: GT-box NME {row['ground truth']['nme']:.4f}, "
-              + (f"detected NME {row['detected']['nme']:.4f} (IoU {row['iou']:.2f})" if faces else "no face detected"))
+              + (f"detected NME {row['detected']['nme']:.4f} (IoU {row['iou']:.2f}, centre offset "
+                 f"{row['centre_offset_over_side']:.3f} side, side ratio {row['side_ratio']:.3f})" if faces
+                 else "no face detected"))
 
     gt = np.stack([read_sample(s).landmarks for s in find_samples(data)])
     yaw = np.abs([r["yaw_degrees"] for r in rows])
@@ -89,6 +96,11 @@ def main() -> int:
         lines.append(f"| {source} box | {s['faces']} | {s['nme_mean_over_faces']:.4f} | {bins} |")
     lines.append(f"| ground truth box, the {int(found.sum())} detected photos only | {int(found.sum())} | "
                  f"{on_found['ground truth']:.4f} | |")
+    offsets = [r["centre_offset_over_side"] for r in rows if r["face_found"]]
+    ratios = [r["side_ratio"] for r in rows if r["face_found"]]
+    lines.append(f"detected vs GT crop window: centre offset / side median {np.median(offsets):.3f} (max "
+                 f"{max(offsets):.3f}); side ratio median {np.median(ratios):.3f} (range {min(ratios):.3f}-"
+                 f"{max(ratios):.3f})")
     table = "\n".join(lines)
     print(table)
     for r in rows:
