@@ -144,6 +144,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         print(f"nl3dmm reconstruct: failed: {path}: {reason}", file=sys.stderr)
     if report.sheet is not None:
         print(f"contact sheet: {report.sheet}")
+    elif args.sheet:
+        print(f"no contact sheet written to {args.sheet}: no face was reconstructed")
     photos = len(report.written) + len(report.no_face) + len(report.failed)
     print(f"{photos} photo(s): {sum(report.faces.values())} face(s) reconstructed from {len(report.written)}, "
           f"{len(report.no_face)} with no face found, {len(report.failed)} failed; {time.perf_counter() - start:.1f} s")

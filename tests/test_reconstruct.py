@@ -191,6 +191,9 @@ def test_max_faces_no_detect_and_explicit_boxes_first(group_dir, tmp_path, untra
     assert index["face_count"] == 1 and index["faces_found_by"] == "box 350,80,500,230"
     assert "score" not in index["faces"][0]
     capsys.readouterr()
+    assert main(["reconstruct", photo, "--ckpt", ckpt, "--out", str(tmp_path / "x"), "--sheet",
+                 str(tmp_path / "sheet.html")]) == 2
+    assert "give a .png path" in capsys.readouterr().err and not (tmp_path / "x").exists()
     for bad in ("0", "-2", "two"):
         with pytest.raises(SystemExit):
             main(["reconstruct", photo, "--ckpt", ckpt, "--out", str(tmp_path / "x"), "--max-faces", bad])

@@ -264,6 +264,8 @@ def reconstruct(paths: list[str | Path], ckpt: str | Path, out: str | Path, box:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if max_faces is not None and max_faces < 1:
         raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+    if sheet is not None and Path(sheet).suffix.lower() != ".png":  # refused before the work, not after
+        raise ValueError(f"the contact sheet is written as PNG: give a .png path, got {sheet}")
     model, face_model, _ = load_trained(ckpt, device)
     out = Path(out)
     report, taken = ReconstructionReport(), set()
