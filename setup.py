@@ -117,7 +117,12 @@ setup(
     package_data={"nl3dmm": ["assets/*", "assets/*/*", "assets/*/*/*"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithCuda},
-    install_requires=["numpy", "scipy", "pillow", "torch>=2.4", "tqdm", "tensorboard"],
+    # Face detection in `nl3dmm reconstruct` (engine/tasks/detect.py), no download at run time:
+    # dlib-bin is dlib as binary wheels (dlib's HOG detector is built in; `pip install dlib` would
+    # compile for a long time); opencv-python-headless ships the Haar profile cascade, which
+    # OpenCV 5 no longer does.
+    install_requires=["numpy", "scipy", "pillow", "torch>=2.4", "tqdm", "tensorboard",
+                      "opencv-python-headless>=4.5,<5", "dlib-bin>=19.24"],
     extras_require={
         # triton: tests/test_triton.py runs the Triton kernels through its CPU interpreter.
         # Triton publishes Linux wheels only.

@@ -118,18 +118,37 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         raise argparse.ArgumentTypeError(f"--box needs four numbers x0,y0,x1,y1, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     from .tasks.aflw2000 import pick_device
     from .tasks.reconstruct import reconstruct
 
     start = time.perf_counter()
     report = reconstruct(args.inputs, args.ckpt, args.out, args.box, args.landmarks, args.batch,
-                         pick_device(args.device), progress=not args.quiet)
+                         pick_device(args.device), progress=not args.quiet, detect=not args.no_detect,
+                         max_faces=args.max_faces, sheet=args.sheet)
     for path, folder in report.written.items():
-        print(f"{path} -> {folder}/ ({'; '.join(report.notes[path])})")
+        print(f"{path} -> {folder}/ ({report.faces[path]} face(s); {'; '.join(report.notes[path])})")
+    for path in report.no_face:
+        print(f"{path}: no face found")
     for path, reason in report.failed.items():
         print(f"nl3dmm reconstruct: failed: {path}: {reason}", file=sys.stderr)
-    print(f"{len(report.written)} reconstructed, {len(report.failed)} failed; {time.perf_counter() - start:.1f} s")
+    if report.sheet is not None:
+        print(f"contact sheet: {report.sheet}")
+    elif args.sheet:
+        print(f"no contact sheet written to {args.sheet}: no face was reconstructed")
+    photos = len(report.written) + len(report.no_face) + len(report.failed)
+    print(f"{photos} photo(s): {sum(report.faces.values())} face(s) reconstructed from {len(report.written)}, "
+          f"{len(report.no_face)} with no face found, {len(report.failed)} failed; {time.perf_counter() - start:.1f} s")
     return 0 if report.ok else 1
 
 
@@ -254,11 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     aflw.add_argument("--quiet", action="store_true", help="no progress bar")
     aflw.set_defaults(run=_eval_aflw2000)
     recon = sub.add_parser(
-        "reconstruct", help="photos -> textured OBJ, overlay, 68 landmarks and parameters",
-        description="Crop each face (from --box, --landmarks, a NAME.pts/NAME.mat beside the image, else the "
-                    "largest centred square), run the model and write OUT/<stem>/: mesh.obj + mesh.mtl + "
-                    "mesh_texture.png, overlay.png (photo size), landmarks.json/.npy (photo pixels, corner frame), "
-                    "params.npz. Grayscale images are converted to RGB. Failures are reported per file; the exit "
+        "reconstruct", help="photos -> textured OBJ, overlay, 68 landmarks and parameters of every face",
+        description="Find the faces of each photo (from --box, --landmarks, a NAME.pts/NAME.mat beside the image, "
+                    "else the face detector: dlib HOG + OpenCV's profile cascade), run the model on each face's crop "
+                    "and write OUT/<stem>/: per face <stem>.faceK.obj + .mtl + _texture.png, .landmarks.json/.npy "
+                    "(photo pixels, corner frame), .params.npz; per photo overlay.png (all faces, photo size) and "
+                    "faces.json (each face's box, score, crop). A photo with no face found is reported and counted, "
+                    "not a failure. Grayscale images are converted to RGB. Failures are reported per file; the exit "
                     "status is 1 if any file failed.")
     recon.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     recon.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
@@ -267,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--box", type=_parse_box, help="face box x0,y0,x1,y1 in pixels (tight: brow to chin), "
                                                       "for every input")
     where.add_argument("--landmarks", help="landmark file of the single input image: .pts (iBUG, 1-based) or .mat")
+    where.add_argument("--no-detect", action="store_true",
+                       help="no face detection: without a box or landmarks, crop the largest centred square "
+                            "(for photos that are already face crops)")
+    recon.add_argument("--max-faces", type=_positive_int, default=None, metavar="N",
+                       help="reconstruct at most the N largest detected faces per photo (default: all)")
+    recon.add_argument("--sheet", metavar="PNG", help="also write a contact sheet there: one row per face, "
+                                                      "photo crop | overlay | shape | texture")
     recon.add_argument("--batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
     recon.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
