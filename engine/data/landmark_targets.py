@@ -32,7 +32,7 @@ import scipy.io as sio
 from ..face.bfm import BFMBasis
 from ..face.camera import matlab_to_image, project_m
 from ..face.facemodel import FaceModel
-from .samples import LabelError, LabelledSample
+from .samples import LabelError, LabelledSample, _vector
 
 AUTO = "auto"
 CONVENTIONS = ("pts_3d", "pt3d_68", "dense", "mean", "pt2d")
@@ -63,19 +63,11 @@ def read_pts_mat(path: str | Path) -> dict[str, np.ndarray]:
         raise LabelError(f"cannot read landmark file {path}: {type(exc).__name__}: {exc}") from exc
     out = {}
     for key in PTS_MAT_KEYS:
-        if key not in raw:
-            present = sorted(k for k in raw if not k.startswith("__"))
-            raise LabelError(f"{path}: missing key '{key}' (keys present: {present})")
-        try:
-            value = np.asarray(raw[key], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise LabelError(f"{path}: key '{key}' is not numeric ({exc})") from exc
+        value = _vector(raw, key, path, None)  # present, numeric, finite
         if value.shape == (2, 68):
             value = value.T
         if value.shape != (68, 2):
             raise LabelError(f"{path}: key '{key}' has shape {value.shape}, expected (68, 2)")
-        if not np.isfinite(value).all():
-            raise LabelError(f"{path}: key '{key}' contains NaN or Inf")
         out[key] = matlab_to_image(value)
     return out
 
