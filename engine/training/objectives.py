@@ -285,6 +285,6 @@ def describe_terms(config: TrainConfig, model: NonlinearFaceModel, stages: list[
 def format_terms(rows: list[TermStatus]) -> str:
     lines = ["loss terms (stage | term | weight | on/off | why):"]
     for row in rows:
-        lines.append(f"  {row.stage:<8} | {row.term:<24} | {row.weight:<34} | {'on ' if row.active else 'off'} "
+        lines.append(f"  {row.stage:<8} | {row.term:<24} | {row.weight:<38} | {'on ' if row.active else 'off'} "
                      f"| {row.reason}")
     return "\n".join(lines)
