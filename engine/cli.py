@@ -62,7 +62,8 @@ def _preprocess(args: argparse.Namespace) -> int:
         load_basis(args.basis, num_vertices=load_paper_mesh().num_vertices)  # fail here, not in every worker
         basis = str(Path(args.basis).resolve())
     settings = PreprocessSettings(shard_size=args.shard_size, flip=args.flip, copies=args.copies,
-                                  jitter=args.jitter, seed=args.seed, compress=args.compress, basis=basis)
+                                  jitter=args.jitter, seed=args.seed, compress=args.compress, basis=basis,
+                                  landmarks=args.landmarks)
     start = time.perf_counter()
     manifest = preprocess(args.src, args.out, settings, workers=args.workers, progress=not args.quiet)
     counts, seconds = manifest["counts"], time.perf_counter() - start
@@ -98,8 +99,9 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
-                                 progress=not args.quiet, only=split_names(args.only) or None)
-    print(result.report.table())
+                                 progress=not args.quiet, only=split_names(args.only) or None,
+                                 yaw_split=args.yaw_split)
+    print(result.table())
     used = int(result.landmark_mask.sum())
     print(f"{len(result.names)} faces, {used} of 68 landmarks used; {time.perf_counter() - start:.1f} s"
           + (f"; wrote {args.out}" if args.out else ""))
@@ -243,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--compress", action="store_true", help="compressed .npz shards (smaller; loaded into memory)")
     pre.add_argument("--basis", help="converted BFM basis (nl3dmm convert-bfm): unwrap the pseudo textures with "
                                      "each label's dense shape instead of the mean shape")
+    pre.add_argument("--landmarks", default="auto", choices=("auto", "pts_3d", "dense", "mean", "pt2d"),
+                     help="landmark targets (nl3dmm.data.landmark_targets): auto = per sample the first of "
+                          "landmarks/<subset>/<name>_pts.mat pts_3d, pt3d_68, dense shape (--basis), mean shape; "
+                          "pt2d (the visible-outline jaw) only by name (default: %(default)s)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_preprocess)
     default = sub.add_parser("build-default-data", help="regenerate the bundled default dataset from shared/data",
@@ -270,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     aflw.add_argument("--only", help="comma-separated image names (e.g. image02545,image04331): evaluate just "
                                      "these, e.g. the photos a run held out with exclude=")
     aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    aflw.add_argument("--yaw-split", default="paper", choices=("paper", "pose_para"),
+                      help="yaw bins: paper = 3DDFA's AFLW2000-3D-new.pose.npy (the paper's 1306/462/232 split), "
+                           "pose_para = each label's Pose_Para yaw (default: %(default)s)")
     aflw.add_argument("--quiet", action="store_true", help="no progress bar")
     aflw.set_defaults(run=_eval_aflw2000)
     recon = sub.add_parser(

@@ -59,9 +59,13 @@ def test_reconstruction_loss_is_error_per_masked_pixel(seed):
         return reconstruction_loss(render * mask + image * (1 - mask), image, mask)
 
     _check(loss, image.clone())
-    # 10 * mean error per masked pixel and channel, whatever the render does off the mask.
+    # The authors' normalisation: 10 / 3 channels x the mean error per masked pixel and channel,
+    # whatever the render does off the mask (their mask has 3 channels, summed in the fraction).
     render = image + 0.2 * mask + 5.0 * (1 - mask)
-    assert torch.isclose(loss(render), torch.tensor(10 * 0.2, **D))
+    assert torch.isclose(loss(render), torch.tensor(10 * 0.2 / 3, **D))
+    mask3 = mask.expand(-1, -1, -1, 3)
+    assert torch.isclose(reconstruction_loss(render * mask3 + image * (1 - mask3), image, mask3),
+                         torch.tensor(10 * 0.2 / 3, **D))
 
 
 def test_landmark_loss(seed):

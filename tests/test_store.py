@@ -14,6 +14,7 @@ from nl3dmm.face.camera import IBUG68_FLIP, project_m
 from nl3dmm.cli import main
 from nl3dmm.data import read_sample
 from nl3dmm.data.crop import CROP_SIZE
+from nl3dmm.data.landmark_targets import landmark_target
 from nl3dmm.data.loader import TrainingStore
 from nl3dmm.data.preprocess import PreprocessSettings, preprocess
 from nl3dmm.data.store import FIELDS, StoreError, open_shard, shard_problem, write_shard
@@ -70,7 +71,9 @@ def test_manifest_counts_and_named_skips(built):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is True
     assert manifest["counts"] == {"samples": 8, "sources": 6, "skipped_sources": 2, "flipped": 4, "shards": 3,
-                                  "unpaired_images": 1}
+                                  "unpaired_images": 1,
+                                  # the 300W-LP photo (plain + flipped) has mean-shape targets, the rest pt3d_68
+                                  "landmark_conventions": {"mean": 2, "pt3d_68": 6}}
     assert manifest["sources"]["unpaired_examples"] == ["AFW/orphan.jpg"]
     assert [s["count"] for s in manifest["shards"]] == [4, 2, 2]  # shard 1 = bad_label + image02420
     skipped = {e["sample"]: e["error"] for e in manifest["skipped"]}
@@ -99,8 +102,9 @@ def test_shards_are_memory_mapped_with_the_documented_fields(built):
 
 
 def test_crops_carry_m_and_landmarks_exactly(built, mesh):
-    """For every stored sample: the stored landmarks are the source labels moved by the crop
-    window (and mirrored for flips); the mean face projected with the stored m lands where the
+    """For every stored sample: the stored landmarks are the source's landmark targets (pt3d_68, or
+    for 300W-LP the 3-D-consistent stand-in of landmark_targets.py) moved by the crop window (and
+    mirrored for flips); the mean face projected with the stored m lands where the
     source m put it, moved the same way (so m's correction is exact), and within a few px of
     the landmarks; the stored pixels are the source photo resampled through the same window."""
     src, out = built
@@ -111,7 +115,7 @@ def test_crops_carry_m_and_landmarks_exactly(built, mesh):
         for i, (name, (top, left, side)) in enumerate(zip(info["records"], info["boxes"])):
             sample = read_sample(src / name)
             k = CROP_SIZE / side
-            expect_points = (sample.landmarks - [left, top]) * k
+            expect_points = (landmark_target(sample, mesh)[0] - [left, top]) * k
             expect_face = (project_m(kp, sample.m, sample.height) - [left, top]) * k
             m = arrays["m"][i].astype(np.float64)
             if arrays["flipped"][i]:

@@ -60,7 +60,10 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 def test_tiny_run_lowers_the_loss(tmp_path):
     """One fixed batch of 4 (the whole set) for 10 steps: L0 must fall to under half
     (measured here: 1.0 -> 0.23)."""
-    config = make_config("tiny", steps=10, batch_size=4, out=str(tmp_path / "run"), image_every=10)
+    # landmark_step off: the synthetic landmarks are random, so the landmark term of the odd
+    # (encoder-only) steps would swamp the L0 this test follows (test_objectives covers the step).
+    config = make_config("tiny", steps=10, batch_size=4, out=str(tmp_path / "run"), image_every=10,
+                         landmark_step=False)
     summary = train(config, data=ArrayData(**_arrays(4)))
     history = summary["stages"]["pretrain"]["loss_history"]
     first, last = np.mean(history[:2]), np.mean(history[-2:])

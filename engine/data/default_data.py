@@ -60,7 +60,10 @@ fresh machine with no download. {count} samples from 17 real labelled photos:
 Each photo gives {copies} crops of 224 x 224 around its landmarks, their centres offset at random
 by up to {jitter:g} output pixels (seed {seed}; camera m corrected), and the horizontal mirror of
 each; pseudo ground-truth UV textures are unwrapped with the mean face posed by m (no dense
-shapes: the BFM bases are not available). Shards of {shard_size} photos, compressed (.npz).
+shapes: the BFM bases are not available). Landmark targets are 3-D-consistent: `pt3d_68` for the
+AFLW2000-3D photos, the mean face's landmark vertices posed by the label for the 300W-LP photo
+(not its `pt2d`, which follows the visible jaw outline; see nl3dmm/data/landmark_targets.py).
+Shards of {shard_size} photos, compressed (.npz).
 
 Regenerate (byte-identical with the same JPEG decoder and renderer build):
 

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .crop import CROP_SIZE, FACE_BOX_SCALE, crop_face, flip_face
+from .landmark_targets import AUTO, CHOICES, DESCRIPTION, landmark_target
 from .pseudo_texture import DEPTH_TOLERANCE, PseudoTexture
 from .samples import find_samples, read_sample
 from .store import (MANIFEST, StoreError, new_manifest, read_manifest, read_shard_info, remove_temporaries,
@@ -57,10 +58,13 @@ class PreprocessSettings:
     compress: bool = False        # .npz shards (small, loaded to RAM) instead of .npy (mapped)
     depth_tolerance: float = DEPTH_TOLERANCE  # visibility slack of the pseudo textures
     basis: str | None = None      # converted BFM basis: unwrap with each label's dense shape, not the mean
+    landmarks: str = AUTO         # landmark target convention (landmark_targets.py); "pt2d" only by name
 
     def __post_init__(self):
         if self.shard_size < 1 or self.copies < 1 or self.jitter < 0 or self.crop_scale <= 0:
             raise ValueError(f"bad preprocess settings: {self}")
+        if self.landmarks not in CHOICES:
+            raise ValueError(f"landmarks must be one of {CHOICES}, got {self.landmarks!r}")
         if self.image_size != CROP_SIZE:
             raise ValueError(f"the store format fixes image_size = {CROP_SIZE}")
 
@@ -85,6 +89,7 @@ class ShardResult:
     count: int
     sources: int
     skipped: list[dict] = field(default_factory=list)
+    landmarks: dict[str, int] = field(default_factory=dict)   # records per landmark convention
     seconds: float = 0.0
 
 
@@ -123,6 +128,24 @@ def _shape_maker(basis_path: str):
     return makers[basis_path]
 
 
+def _paper_mesh():
+    if "mesh" not in _WORKER:
+        from ..face.facemodel import load_paper_mesh
+        _WORKER["mesh"] = load_paper_mesh()
+    return _WORKER["mesh"]
+
+
+def _basis(basis_path: str | None):
+    """The converted basis (loaded once per worker) for dense landmark targets, or None."""
+    if basis_path is None:
+        return None
+    bases = _WORKER.setdefault("bases", {})
+    if basis_path not in bases:
+        from ..face.bfm import load_basis
+        bases[basis_path] = load_basis(basis_path, num_vertices=_paper_mesh().num_vertices)
+    return bases[basis_path]
+
+
 def _label_shapes(records: list, basis_path: str) -> np.ndarray:
     """(n, V, 3) dense shapes of `records` ((crop, label) pairs), mirrored for flipped crops."""
     import torch
@@ -144,30 +167,33 @@ def _report(kind: str, value) -> None:
         target.put((kind, value))
 
 
-def _crops_of(stem: Path, number: int, settings: PreprocessSettings) -> tuple[list, tuple]:
-    """The crops of one source and its label numbers (pose, shape, expression). The photo
-    itself is not returned: a shard holds up to `shard_size` sources in memory."""
+def _crops_of(stem: Path, number: int, settings: PreprocessSettings) -> tuple[list, tuple, str]:
+    """The crops of one source, its label numbers (pose, shape, expression) and the landmark
+    convention its crops carry. The photo itself is not returned: a shard holds up to
+    `shard_size` sources in memory. The crop window is placed from the target landmarks, as
+    evaluation places it from AFLW2000-3D's 3-D-consistent `pt3d_68`."""
     sample = read_sample(stem)
+    landmarks, convention = landmark_target(sample, _paper_mesh(), settings.landmarks, _basis(settings.basis))
     rng = np.random.default_rng([settings.seed, number])
     crops = []
     for _ in range(settings.copies):
         offset = tuple(rng.uniform(-settings.jitter, settings.jitter, 2)) if settings.jitter > 0 else (0.0, 0.0)
-        crop = crop_face(sample.image, sample.m, sample.landmarks, settings.crop_scale, offset, settings.image_size)
+        crop = crop_face(sample.image, sample.m, landmarks, settings.crop_scale, offset, settings.image_size)
         crops.append(crop)
         if settings.flip:
             crops.append(flip_face(crop))
-    return crops, (sample.pose_para, sample.shape_para, sample.exp_para)
+    return crops, (sample.pose_para, sample.shape_para, sample.exp_para), convention
 
 
 def build_shard(job: ShardJob) -> ShardResult:
     """Read, crop and unwrap the sources of one shard and write it (atomically)."""
     start = time.perf_counter()
     root = Path(job.root)
-    records, skipped, names = [], [], []
+    records, skipped, names, conventions = [], [], [], []
     for number, relative in job.sources:
         stem = root / relative
         try:
-            crops, label = _crops_of(stem, number, job.settings)
+            crops, label, convention = _crops_of(stem, number, job.settings)
         except Exception as exc:  # a bad sample must not end the run: name it and go on
             entry = {"sample": relative, "error": f"{type(exc).__name__}: {exc}"}
             skipped.append(entry)
@@ -176,6 +202,7 @@ def build_shard(job: ShardJob) -> ShardResult:
         for crop in crops:
             records.append((crop, label))
             names.append(relative)
+            conventions.append(convention)
     n = len(records)
     images = np.zeros((n, job.settings.image_size, job.settings.image_size, 3), np.uint8)
     for i, (crop, _) in enumerate(records):
@@ -201,9 +228,14 @@ def build_shard(job: ShardJob) -> ShardResult:
         "flipped": np.array([c.flipped for c, _ in records], bool).reshape(n),
     }
     info = {"settings_digest": job.digest, "sources": [rel for _, rel in job.sources], "records": names,
-            "boxes": [list(c.box) for c, _ in records], "skipped": skipped}
+            "boxes": [list(c.box) for c, _ in records], "landmark_conventions": conventions, "skipped": skipped}
     write_shard(job.store, job.index, arrays, info, compress=job.settings.compress)
-    return ShardResult(job.index, n, len(job.sources), skipped, time.perf_counter() - start)
+    return ShardResult(job.index, n, len(job.sources), skipped, seconds=time.perf_counter() - start,
+                       landmarks=_count(conventions))
+
+
+def _count(conventions: list[str]) -> dict[str, int]:
+    return {name: conventions.count(name) for name in sorted(set(conventions))}
 
 
 def _unpaired_images(root: Path, stems: list[Path]) -> list[str]:
@@ -245,16 +277,30 @@ def _open_manifest(out: Path, settings: PreprocessSettings, digest: str, sources
         "(a stand-in: they line up with the photo only as well as the mean face does)",
         "crop": f"square window centred on the 68 landmarks' bounding box, side = {settings.crop_scale} x "
                 f"its larger side, resized to {settings.image_size} (nl3dmm.data.crop)",
+        "landmarks": f"landmark targets: {settings.landmarks} "
+                     + ("(per sample the first it has of pts_3d, pt3d_68, dense, mean)" if settings.landmarks == AUTO
+                        else "") + "; " + "; ".join(f"{k} = {v}" for k, v in DESCRIPTION.items())
+                     + ". counts.landmark_conventions says how many records use each",
         "flip": "flipped samples mirror the crop; m = camera.flip_m (the mirrored face), landmarks re-ordered "
                 "with camera.IBUG68_FLIP" if settings.flip else "no flipped copies",
     }
     return new_manifest({**asdict(settings), "digest": digest}, sources_info, notes)
 
 
+def landmark_counts(manifest: dict) -> dict[str, int]:
+    """Records per landmark convention over the finished shards of a store's manifest."""
+    total: dict[str, int] = {}
+    for shard in manifest.get("shards", []):
+        for name, count in shard.get("landmarks", {}).items():
+            total[name] = total.get(name, 0) + count
+    return dict(sorted(total.items()))
+
+
 def _finish_entry(manifest: dict, result: ShardResult) -> None:
     manifest["shards"] = [s for s in manifest["shards"] if s["index"] != result.index]
     manifest["shards"].append({"index": result.index, "name": shard_name(result.index), "count": result.count,
-                               "sources": result.sources, "skipped": len(result.skipped)})
+                               "sources": result.sources, "skipped": len(result.skipped),
+                               "landmarks": result.landmarks})
     manifest["shards"].sort(key=lambda s: s["index"])
     manifest["skipped"] = [e for e in manifest["skipped"] if e.get("shard") != result.index]
     manifest["skipped"] += [{**e, "shard": result.index} for e in result.skipped]
@@ -296,7 +342,8 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
                 info = read_shard_info(folder) if problem is None else {}
                 if problem is None and info.get("settings_digest") == digest and \
                         info.get("sources") == [rel for _, rel in planned]:
-                    done.append(ShardResult(index, info["count"], len(planned), info.get("skipped", [])))
+                    done.append(ShardResult(index, info["count"], len(planned), info.get("skipped", []),
+                                            landmarks=_count(info.get("landmark_conventions", []))))
                     continue
                 log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
             jobs.append(ShardJob(index, str(out), str(src), planned, settings, digest))
@@ -311,7 +358,8 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
         total = sum(s["count"] for s in manifest["shards"])
         manifest["counts"] = {"samples": total, "sources": len(relative), "skipped_sources": len(manifest["skipped"]),
                               "flipped": total // 2 if settings.flip else 0,
-                              "shards": len(manifest["shards"]), "unpaired_images": len(unpaired)}
+                              "shards": len(manifest["shards"]), "unpaired_images": len(unpaired),
+                              "landmark_conventions": landmark_counts(manifest)}
         manifest["complete"] = True
         write_manifest(out, manifest)
     finally:

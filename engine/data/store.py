@@ -58,7 +58,8 @@ FIELDS: dict[str, Field] = {
     "m": Field("float32", (8,), "camera of the crop: [u v] = [X Y Z 1] @ m.reshape(4, 2), v up from the "
                "bottom edge (nl3dmm.face.camera); not normalised"),
     "landmarks": Field("float32", (68, 2), "iBUG-68 landmarks in the crop's corner frame (x right, y down, "
-                       "pixel (r, c) covers [c, c+1) x [r, r+1))"),
+                       "pixel (r, c) covers [c, c+1) x [r, r+1)); the convention (3-D-consistent or not) "
+                       "is in notes.landmarks and counts.landmark_conventions"),
     "texture": Field("uint8", (192, 224, 3), "pseudo ground-truth UV texture: the crop unwrapped into the "
                      "authors' 192 x 224 UV map by nl3dmm.face.unwrap.unwrap_texture; 0 where not visible"),
     "texture_mask": Field("bool", (192, 224), "texels of `texture` that are visible in the crop"),

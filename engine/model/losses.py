@@ -48,13 +48,16 @@ def texture_loss(texture: torch.Tensor, target: torch.Tensor, visible: torch.Ten
 
 def reconstruction_loss(composited: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
                         weight: float = 10.0) -> torch.Tensor:
-    """End-to-end term: weight * L1(composited render - input) / rendered fraction.
+    """End-to-end term, normalised as the authors' code: weight * mean|composited - input| over
+    all B*H*W*C values, divided by sum(mask expanded to the C channels) / (B*H*W).
 
     `composited` is the render pasted over the input with `mask` (render mask x face mask), so
-    only masked pixels differ; as in the code the mean is over all B*H*W*C values and the
-    fraction over B*H*W pixels (equivalently: mean error per masked pixel and channel)."""
+    only masked pixels differ. The code's mask has the image's channels, so its "fraction" is
+    C times the masked pixel fraction: the term is weight / C x the mean error per masked pixel
+    and channel (an earlier version of ours left out the 1 / C and was 3x stronger)."""
     pixels = mask.to(image.dtype)
-    fraction = pixels.sum() / pixels.numel()
+    channels = image.shape[-1] if pixels.ndim == image.ndim - 1 or pixels.shape[-1] == 1 else 1
+    fraction = pixels.sum() * channels / (image.numel() / image.shape[-1])
     if fraction == 0:
         return composited.sum() * 0
     return weight * (composited - image).abs().mean() / fraction

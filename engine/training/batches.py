@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 class TrainingData(Protocol):
@@ -92,4 +93,47 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, 
         out[key] = t
     out["image_hwc"] = out["image"]
     out["image"] = out["image"].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def crop_offsets(indices: np.ndarray, step: int, seed: int, crop_shift: int) -> np.ndarray:
+    """(B, 2) int64 (dx, dy) in [-crop_shift // 2, crop_shift - crop_shift // 2]: the authors'
+    per-iteration offsets 0..crop_shift around the centred window, fresh every step. Each is a
+    function of (seed, step, sample index) only, so resumed runs and any number of ranks draw
+    the same offsets for the same sample at the same step."""
+    if crop_shift < 0:
+        raise ValueError(f"crop_shift must be >= 0, got {crop_shift}")
+    offsets = np.stack([np.random.default_rng([seed, step, int(i)]).integers(0, crop_shift + 1, 2)
+                        for i in np.asarray(indices).reshape(-1)]) if len(indices) else np.zeros((0, 2), np.int64)
+    return offsets.astype(np.int64) - crop_shift // 2
+
+
+def shift_crops(batch: dict[str, torch.Tensor], offsets: np.ndarray | torch.Tensor,
+                fill: float = -1.0) -> dict[str, torch.Tensor]:
+    """Move each sample's 224 window by (dx, dy) pixels (right, down), on the batch's device:
+    the image is re-gathered (pixels from outside the crop are `fill`, black in [-1, 1], like
+    the zero padding of the stored crops), the landmarks move by (-dx, -dy) and m's
+    translation is corrected so the same model points project onto the same image content:
+    u -= dx, v += dy (v points up; camera.py). UV-space fields are unchanged."""
+    image = batch["image_hwc"]
+    B, H, W, C = image.shape
+    offsets = torch.as_tensor(offsets, device=image.device, dtype=torch.long).reshape(B, 2)
+    pad = int(offsets.abs().max()) if B else 0
+    if pad == 0:
+        return batch
+    padded = F.pad(image.permute(0, 3, 1, 2), (pad, pad, pad, pad), value=fill)
+    rows = pad + offsets[:, 1, None] + torch.arange(H, device=image.device)   # (B, H)
+    cols = pad + offsets[:, 0, None] + torch.arange(W, device=image.device)   # (B, W)
+    index = torch.arange(B, device=image.device)[:, None, None]
+    moved = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    out = dict(batch)
+    out["image_hwc"] = moved
+    out["image"] = moved.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    delta = offsets.to(batch["m"].dtype)
+    m = batch["m"].clone()
+    m[:, 6] -= delta[:, 0]
+    m[:, 7] += delta[:, 1]
+    out["m"] = m
+    if "landmarks" in batch:
+        out["landmarks"] = batch["landmarks"] - delta[:, None, :].to(batch["landmarks"].dtype)
     return out

@@ -20,9 +20,11 @@ class TrainConfig:
     accumulate: int = 1                # micro-batches per step and rank
     lr: Optional[float] = None         # None: the paper's 0.001 (pretrain) / 0.0002 (finetune)
     beta1: float = 0.5
-    warmup: int = 0                    # linear warm-up steps, then cosine decay to lr_final
+    warmup: int = 0                    # linear warm-up steps, then the lr_schedule
+    lr_schedule: str = "cosine"        # "constant" (the authors') or "cosine" decay to lr_final
     lr_final: float = 0.1              # as a fraction of lr
-    grad_clip: float = 10.0            # max global grad norm; 0 disables
+    grad_clip: float = 10.0            # max global grad norm; 0 disables (the authors' code clips nothing)
+    finetune_batch_size: int = 0       # global batch of the end-to-end stage; 0: batch_size (PAPER.md: 64)
     log_every: int = 10
     image_every: int = 200
     ckpt_every: int = 200
@@ -32,8 +34,17 @@ class TrainConfig:
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False              # torch.compile the encoder and decoders
     max_nonfinite: int = 5             # stop after this many non-finite losses in a row
-    adversarial_weight: float = 0.1    # patchGAN generator term in finetune (0 disables)
+    adversarial_weight: float = 0.1    # patchGAN generator term in finetune (0 disables; authors: 1)
     history: int = 1000                # discriminator history of fakes
+    # The recipe (objectives.py; docs/FIDELITY.md says where each comes from)
+    landmark_step: bool = True         # L0: odd steps update the encoder only, with the landmark term (authors)
+    crop_shift: int = 0                # per-iteration random crop offsets 0..crop_shift px, m corrected (authors: 32)
+    face_mask: bool = True             # composite the render only inside the label's face region
+    finetune_label_weight: float = 0.0  # x the m (5) and shape (10) supervision kept in L (tpami19 code: 1)
+    smoothness: str = "auto"           # "auto" (uv map for a UV shape decoder, else mesh), "mesh", "uv", "off"
+    white_shading_weight: float = 10.0  # tpami19 regularisers (lighting models only; 0 disables)
+    constant_albedo_weight: float = 5.0
+    local_albedo_weight: float = 10.0
     progress: bool = True
 
     def stage_lr(self, stage: str) -> float:
@@ -41,12 +52,19 @@ class TrainConfig:
             return self.lr
         return 1e-3 if stage == "pretrain" else 2e-4
 
+    def stage_batch_size(self, stage: str) -> int:
+        return self.finetune_batch_size if stage == "finetune" and self.finetune_batch_size else self.batch_size
 
-# The paper's settings, and a short CPU run for a fresh machine (the README's main job).
+
+# The paper's settings (PAPER.md and the authors' code; docs/FIDELITY.md row by row), and a
+# short CPU run for a fresh machine (the README's main job).
+PAPER_RECIPE = dict(lr_schedule="constant", grad_clip=0.0, finetune_batch_size=64, crop_shift=32,
+                    adversarial_weight=1.0)
 PRESETS: dict[str, dict] = {
-    "cvpr18": dict(model="cvpr18", stage="both", steps=20000, batch_size=128),
-    "cvpr18-finetune": dict(model="cvpr18", stage="finetune", batch_size=64),
-    "tpami19": dict(model="tpami19", stage="both", steps=20000, batch_size=128),
+    "cvpr18": dict(model="cvpr18", stage="both", steps=20000, batch_size=128, **PAPER_RECIPE),
+    "cvpr18-finetune": dict(model="cvpr18", stage="finetune", batch_size=64, **PAPER_RECIPE),
+    "tpami19": dict(model="tpami19", stage="both", steps=20000, batch_size=128, finetune_label_weight=1.0,
+                    **PAPER_RECIPE),
     "quick": dict(model="cvpr18", stage="both", steps=20, batch_size=4, log_every=5, image_every=20,
                   ckpt_every=10, out="runs/quick"),
     "tiny": dict(model="cvpr18", face_model="surrey", stage="pretrain", steps=20, batch_size=4,

@@ -21,13 +21,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..model.adversarial import FakeHistory, PatchDiscriminator, lsgan_discriminator_loss
+from ..model.adversarial import FakeHistory, PatchDiscriminator
 from ..face.facemodel import load_face_model
 from ..model.networks import build_model, parameter_summary
-from .batches import ArrayData, Schedule, TrainingData, to_device
+from .batches import ArrayData, Schedule, TrainingData, crop_offsets, shift_crops, to_device
 from ..model.checkpoint import load_latest, save_checkpoint
 from .config import TrainConfig, split_names
-from .objectives import FinetuneObjective, pretrain_loss
+from .objectives import (FinetuneObjective, LandmarkTerm, describe_terms, discriminator_loss, format_terms,
+                         pretrain_loss)
 from ..face.dense_shapes import DenseShapes
 from .visuals import reconstruction_grid, save_png
 
@@ -86,6 +87,10 @@ def open_training_data(path: str | None, exclude: str | None = None, labels: boo
 def _lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup:
         return (step + 1) / config.warmup
+    if config.lr_schedule == "constant":
+        return 1.0
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be constant or cosine, got {config.lr_schedule!r}")
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -123,9 +128,10 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
         torch.cuda.set_device(device)
     main = rank == 0
     say = log if main else (lambda *_: None)
-    if config.batch_size % (world * config.accumulate):
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} ranks x "
-                         f"{config.accumulate} micro-batches")
+    for size in {config.batch_size, config.stage_batch_size("finetune")}:
+        if size % (world * config.accumulate):
+            raise ValueError(f"batch size {size} is not divisible by {world} ranks x "
+                             f"{config.accumulate} micro-batches")
     out = Path(config.out)
     ckpt_dir = out / "checkpoints"
     state = load_latest(ckpt_dir, log=say) if resume else None
@@ -159,12 +165,16 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     elif "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
         say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture); "
             "pass basis= (nl3dmm convert-bfm) for the shape loss")
+    fields = getattr(data, "fields", getattr(data, "arrays", {}))
+    store = getattr(data, "store", None)  # a training store's manifest says which landmark targets it holds
+    conventions = store.manifest.get("counts", {}).get("landmark_conventions") if store is not None else None
+    say(format_terms(describe_terms(config, model, stages, shape_targets is not None or "shape" in fields,
+                                    "texture" in fields, discriminator is not None, conventions)))
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tensorboard"))
 
-    schedule = Schedule(len(data), config.batch_size, config.seed)
     history = FakeHistory(config.history)
     summary: dict = {"out": str(out), "stages": {}}
     start_stage, start_step = 0, 0
@@ -180,6 +190,7 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
         if stage_index < start_stage:
             continue
         first = start_step if stage_index == start_stage else 0
+        schedule = Schedule(len(data), config.stage_batch_size(stage), config.seed)
         summary["stages"][stage] = _run_stage(
             stage, stage_index, first, config, model, discriminator, history, data, schedule, face_model, device,
             world, rank, writer, say, state if stage_index == start_stage else None, ckpt_dir, shape_targets)
@@ -204,9 +215,13 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
     net = DistributedDataParallel(model, find_unused_parameters=stage == "pretrain") if world > 1 else model
     optimizers = {"model": _adam(model.parameters(), lr, config, device)}
     disc = None
+    batch_size = config.stage_batch_size(stage)
+    landmark_term = LandmarkTerm(face_model, core.config.image_size).to(device)
+    if stage == "pretrain" and config.landmark_step:
+        optimizers["encoder"] = _adam(model.encoder.parameters(), lr, config, device)
     if stage == "finetune":
         optimizers["encoder"] = _adam(model.encoder.parameters(), lr, config, device)
-        objective = FinetuneObjective(core, face_model, discriminator, config.adversarial_weight).to(device)
+        objective = FinetuneObjective(core, face_model, discriminator, config).to(device)
         if discriminator is not None:
             optimizers["discriminator"] = _adam(discriminator.parameters(), lr, config, device)
             disc = discriminator
@@ -231,7 +246,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
     t0 = time.perf_counter()
     last = {}
 
-    def step_on(loss_fn, params_opt: str, micro_batches) -> tuple[bool, dict, dict, dict]:
+    def step_on(loss_fn, params_opt: str, micro_batches, step: int) -> tuple[bool, dict, dict, dict]:
         """Accumulate gradients over the micro-batches, then step `params_opt` unless the loss
         is not finite on some rank (then every rank skips, so replicas stay identical)."""
         opt = optimizers[params_opt]
@@ -241,6 +256,8 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         out = batch = None
         for i, indices in enumerate(micro_batches):
             batch = to_device(data.get(indices), device)
+            if config.crop_shift:  # the authors' fresh crop offsets every iteration, m corrected
+                batch = shift_crops(batch, crop_offsets(indices, step, config.seed, config.crop_shift))
             if shape_targets is not None:
                 batch["shape"] = shape_targets(batch["shape_para"], batch["exp_para"], batch.get("flipped"))
             # Only the last micro-batch's backward all-reduces the accumulated gradients.
@@ -270,7 +287,12 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
         set_lr(step)
         micro = schedule.rank_micro_batches(step, rank, world, config.accumulate)
         if stage == "pretrain":
-            ok, terms, out, batch = step_on(lambda o, b: pretrain_loss(core, o, b), "model", micro)
+            if config.landmark_step and step % 2 == 1:  # the authors' alternation: odd steps update the
+                # encoder only, on L0 plus the landmark term
+                ok, terms, out, batch = step_on(lambda o, b: pretrain_loss(core, o, b, landmark_term), "encoder",
+                                                micro, step)
+            else:
+                ok, terms, out, batch = step_on(lambda o, b: pretrain_loss(core, o, b), "model", micro, step)
         else:
             rendered_holder = {}
 
@@ -278,11 +300,10 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                 loss, terms, rendered = objective(core, o, b, with_landmarks=False)
                 rendered_holder["fake"] = rendered.detach()
                 return loss, terms
-            ok, terms, out, batch = step_on(full, "model", micro)
+            ok, terms, out, batch = step_on(full, "model", micro, step)
             if ok and disc is not None:
-                fakes = history.query(rendered_holder["fake"].permute(0, 3, 1, 2))
                 optimizers["discriminator"].zero_grad(set_to_none=True)
-                d_loss = lsgan_discriminator_loss(disc(batch["image"].float()), disc(fakes.float()))
+                d_loss = discriminator_loss(disc, batch["image"], rendered_holder["fake"].permute(0, 3, 1, 2), history)
                 d_loss.backward()
                 if world > 1:
                     # D sees real and fake batches in two forwards (separate batch-norm
@@ -295,10 +316,10 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                 optimizers["discriminator"].step()
                 terms["discriminator"] = d_loss.detach()
             ok_b, terms_b, _, _ = step_on(lambda o, b: objective(core, o, b, with_landmarks=True)[:2],
-                                          "encoder", micro)
+                                          "encoder", micro, step)
             ok = ok and ok_b
             terms["landmarks"] = terms_b["landmarks"]
-        seen += config.batch_size
+        seen += batch_size
         losses_seen.append(terms["total"])
         if ok:
             bad_in_row = 0
