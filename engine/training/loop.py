@@ -25,7 +25,7 @@ from ..model.adversarial import FakeHistory, PatchDiscriminator, lsgan_discrimin
 from ..face.facemodel import load_face_model
 from ..model.networks import build_model, parameter_summary
 from .batches import ArrayData, Schedule, TrainingData, to_device
-from ..model.checkpoint import load_latest, save_checkpoint
+from ..model.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, split_names
 from .objectives import FinetuneObjective, pretrain_loss
 from ..face.dense_shapes import DenseShapes
@@ -92,18 +92,6 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 def _adam(params, lr: float, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(config.beta1, 0.999), fused=device.type == "cuda")
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _floats(terms: dict) -> dict[str, float]:
@@ -213,7 +201,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
     if state is not None and state["stage"] == stage:
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def set_lr(step: int) -> None:  # a pure function of the step, so resuming needs no state
         for opt in optimizers.values():
@@ -335,7 +323,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                     "step": done, "stage": stage, "model": core.state_dict(),
                     "discriminator": discriminator.state_dict() if discriminator is not None else None,
                     "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                    "history": history.images, "rng": _rng_state(), "config": vars(config),
+                    "history": history.images, "rng": rng_state(), "config": vars(config),
                 }, ckpt_dir, stage_index * config.steps + done, config.keep_checkpoints)
             if world > 1:
                 dist.barrier()
