@@ -26,9 +26,11 @@ from ..face.facemodel import load_face_model
 from ..model.networks import build_model, parameter_summary
 from .batches import ArrayData, Schedule, TrainingData, to_device
 from ..model.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, split_names
+from .config import TrainConfig, resume_stage, validate
 from .objectives import FinetuneObjective, pretrain_loss
 from ..face.dense_shapes import DenseShapes
+from ..data.samples import split_names
+from ..data.store import read_npz
 from .visuals import reconstruction_grid, save_png
 
 
@@ -71,8 +73,7 @@ def open_training_data(path: str | None, exclude: str | None = None, labels: boo
         if exclude:
             raise ValueError("exclude= needs a training store (its shards name each sample's source photo), "
                              f"not an .npz of arrays: {path}")
-        with np.load(path) as arrays:
-            data = ArrayData(**{k: arrays[k] for k in arrays.files})
+        data = ArrayData(**read_npz(path))
         missing = [f for f in ("shape_para", "exp_para") if labels and f not in data.arrays]
         if missing:
             raise ValueError(f"{path}: no {missing} arrays, which dense shapes (basis=) need")
@@ -101,6 +102,7 @@ def _floats(terms: dict) -> dict[str, float]:
 def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = False, log=print) -> dict:
     """Run the configured stage(s); returns a summary dict. Under torchrun (WORLD_SIZE > 1)
     each process trains its share of every global batch with DDP; rank 0 logs and saves."""
+    validate(config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
@@ -157,11 +159,11 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     summary: dict = {"out": str(out), "stages": {}}
     start_stage, start_step = 0, 0
     if state is not None:
+        start_stage, start_step = resume_stage(config, stages, state), state["step"]
         model.load_state_dict(state["model"])
         if discriminator is not None and state.get("discriminator") is not None:
             discriminator.load_state_dict(state["discriminator"])
         history.images = list(state.get("history", []))
-        start_stage, start_step = stages.index(state["stage"]), state["step"]
         say(f"resumed from {state['path']} ({state['stage']} step {start_step})")
 
     for stage_index, stage in enumerate(stages):
