@@ -169,7 +169,9 @@ def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int = 
             torch.save(state, file)
             file.flush()
             os.fsync(file.fileno())
-        written = read_checkpoint(Path(temp))
+        # Mapped, not read: the zip directory, every record and the pickle are checked (what a
+        # full disk or a killed writer breaks) without holding a second copy in memory.
+        written = read_checkpoint(Path(temp), mmap=True)
         if written["step"] != state["step"] or written["stage"] != state["stage"]:
             raise CheckpointError(f"checkpoint {final} read back as {written['stage']} step {written['step']}, "
                                   f"written as {state['stage']} step {state['step']}")
