@@ -95,7 +95,7 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
     import json
 
     from .tasks.aflw2000 import evaluate_checkpoint
-    from .training.config import split_names
+    from .data.samples import split_names
 
     start = time.perf_counter()
     result = evaluate_checkpoint(args.data, args.ckpt, args.out, args.batch, args.device, args.limit,
@@ -110,6 +110,26 @@ def _eval_aflw2000(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of a count (images, steps, components): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """argparse type of --device: auto, cpu, cuda or cuda:N, and usable on this machine."""
+    from .training.config import check_device
+    try:
+        return check_device(text, "--device")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parse_box(text: str) -> tuple[float, float, float, float]:
     parts = text.split(",")
     if len(parts) != 4:
@@ -118,16 +138,6 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         return tuple(float(p) for p in parts)  # type: ignore[return-value]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--box needs four numbers x0,y0,x1,y1, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "tpami19, quick (CPU, minutes), tiny (default: %(default)s)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out/")
     train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, command="train")
     convert = sub.add_parser(
         "convert-bfm", help="turn the BFM-derived bases you downloaded into the compact basis.npz that dense "
                             "ground-truth shapes need (Shape_Para/Exp_Para of 300W-LP)")
@@ -221,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--vertex-map", help="with --bfm2009: .mat with map_tddfa_to_basel (0-based) or trimIndex "
                                               "(1-based); default: the bundled map_tddfa_to_basel.mat")
     convert.add_argument("--index-base", type=int, choices=[0, 1], help="override the vertex map's index base")
-    convert.add_argument("--shape-components", type=int, help="keep the first K identity components (default: all)")
-    convert.add_argument("--exp-components", type=int, help="keep the first K expression components (default: all)")
+    convert.add_argument("--shape-components", type=_positive_int, help="keep the first K identity components (default: all)")
+    convert.add_argument("--exp-components", type=_positive_int, help="keep the first K expression components (default: all)")
     convert.add_argument("--out", required=True, help="output .npz")
     convert.set_defaults(run=_convert_bfm)
     pre = sub.add_parser("preprocess", help="turn a 300W-LP-style tree (NAME.jpg + NAME.mat) into a training store",
@@ -232,13 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "and skipped.")
     pre.add_argument("src", help="dataset folder, searched recursively (e.g. 300W_LP/)")
     pre.add_argument("out", help="output store folder (created; must be empty or a store made with the same arguments)")
-    pre.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    pre.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                      help="worker processes, each building whole shards (default: %(default)s = the CPU count)")
-    pre.add_argument("--shard-size", type=int, default=500,
+    pre.add_argument("--shard-size", type=_positive_int, default=500,
                      help="source samples per shard; a worker holds one shard in memory, about 0.33 MB per "
                           "stored sample (default: %(default)s)")
     pre.add_argument("--flip", action="store_true", help="also store the horizontal mirror of every crop")
-    pre.add_argument("--copies", type=int, default=1, help="crops per source sample (default: %(default)s)")
+    pre.add_argument("--copies", type=_positive_int, default=1, help="crops per source sample (default: %(default)s)")
     pre.add_argument("--jitter", type=float, default=0.0,
                      help="random crop offsets of up to this many output pixels (default: %(default)s = centred)")
     pre.add_argument("--seed", type=int, default=0, help="seed of the crop offsets (default: %(default)s)")
@@ -271,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     aflw.add_argument("--ckpt", required=True, help="checkpoint written by nl3dmm train")
     aflw.add_argument("--out", help="JSON file for the summary and per-face NME")
     aflw.add_argument("--json", action="store_true", help="print the JSON summary when --out is not given")
-    aflw.add_argument("--batch", type=int, default=16, help="images per forward pass (default: %(default)s)")
-    aflw.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    aflw.add_argument("--batch", type=_positive_int, default=16, help="images per forward pass (default: %(default)s)")
+    aflw.add_argument("--limit", type=_positive_int, help="only the first N images (sorted by name)")
     aflw.add_argument("--only", help="comma-separated image names (e.g. image02545,image04331): evaluate just "
                                      "these, e.g. the photos a run held out with exclude=")
-    aflw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    aflw.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     aflw.add_argument("--yaw-split", default="paper", choices=("paper", "pose_para"),
                       help="yaw bins: paper = 3DDFA's AFLW2000-3D-new.pose.npy (the paper's 1306/462/232 split), "
                            "pose_para = each label's Pose_Para yaw (default: %(default)s)")
@@ -304,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="reconstruct at most the N largest detected faces per photo (default: all)")
     recon.add_argument("--sheet", metavar="PNG", help="also write a contact sheet there: one row per face, "
                                                       "photo crop | overlay | shape | texture")
-    recon.add_argument("--batch", type=int, default=8, help="images per forward pass (default: %(default)s)")
-    recon.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    recon.add_argument("--batch", type=_positive_int, default=8, help="images per forward pass (default: %(default)s)")
+    recon.add_argument("--device", type=_device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     recon.set_defaults(run=_reconstruct)
     rep = sub.add_parser(
@@ -322,18 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--part", choices=["texture", "shape", "both"], default="texture",
                      help="which half of the experiment (default: %(default)s)")
     rep.add_argument("--basis", help="converted BFM basis (nl3dmm convert-bfm) for the shape targets")
-    rep.add_argument("--pca-shapes", type=int, default=1000,
+    rep.add_argument("--pca-shapes", type=_positive_int, default=1000,
                      help="at most this many other photos' shapes in the shape PCA (default: %(default)s)")
-    rep.add_argument("--k", type=int, default=40, help="PCA components (default: %(default)s)")
-    rep.add_argument("--targets", type=int, default=3, help="held-out source photos (default: %(default)s)")
-    rep.add_argument("--steps", type=int, default=300, help="Adam steps per fit (default: %(default)s)")
+    rep.add_argument("--k", type=_positive_int, default=40, help="PCA components (default: %(default)s)")
+    rep.add_argument("--targets", type=_positive_int, default=3, help="held-out source photos (default: %(default)s)")
+    rep.add_argument("--steps", type=_positive_int, default=300, help="Adam steps per fit (default: %(default)s)")
     rep.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default: %(default)s)")
     rep.add_argument("--out", default="out/representation", help="output folder (default: %(default)s)")
     rep.set_defaults(run=_represent)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # key=value overrides may stand anywhere among the options (`train out=x --config tiny
+        # steps=1`); argparse mixes positionals and options only without subparsers in the way.
+        args = train.parse_intermixed_args(argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"nl3dmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ from nl3dmm.data.samples import find_samples, read_sample
 from nl3dmm.tasks.inference_crop import (crop_to_window, to_source_m, to_source_points, window_centre_square,
                                    window_from_box, window_from_landmarks)
 from nl3dmm.model.inference import load_trained, predict
-from nl3dmm.model.checkpoint import CheckpointError
+from nl3dmm.model.checkpoint import CheckpointError, read_checkpoint
 
 
 def _aflw_dir(shared_data):
@@ -86,7 +86,7 @@ def test_load_trained_errors(tmp_path, untrained_checkpoint):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_trained(garbage)
-    state = torch.load(untrained_checkpoint, weights_only=False)
+    state = read_checkpoint(untrained_checkpoint)
     state["config"] = dict(state["config"], model="resnet50")
     wrong = tmp_path / "wrong.pt"
     torch.save(state, wrong)

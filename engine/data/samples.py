@@ -27,6 +27,11 @@ from ..face.camera import matlab_to_image, pose_para_to_m
 REQUIRED = {"Pose_Para": 7, "Shape_Para": 199, "Exp_Para": 29}
 
 
+def split_names(text: str | None) -> list[str]:
+    """`a,b, c` -> ["a", "b", "c"]: photo names given as one command-line word (exclude=, --only)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 class LabelError(ValueError):
     """A label file that cannot be used; the message names the file and the key."""
 

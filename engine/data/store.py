@@ -201,6 +201,21 @@ def shard_problem(folder: str | Path) -> str | None:
     return None
 
 
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` archive (no pickled objects). The errors say what the file is
+    not: missing, not a zip archive at all (the wrong file, or truncated), or a damaged one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (no zip directory: another kind of file, or truncated)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: damaged .npz archive ({type(exc).__name__}: {exc})") from exc
+
+
 def open_shard(folder: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
     """The arrays of a shard: memory-mapped read-only `.npy` files, or a compressed shard read
     into memory (compressed arrays cannot be mapped)."""

@@ -1,8 +1,9 @@
 """A trained model from a checkpoint, and its predictions on 224 x 224 face crops.
 
-`load_trained` rebuilds the network named in the checkpoint's training config for the face
-model it was trained with, loads the weights and switches to eval mode (BatchNorm uses its
-running statistics, so a prediction does not depend on the rest of the batch).
+`load_trained` reads a checkpoint weights-only (nothing in the file can run: see checkpoint.py),
+rebuilds the network named in its training config for the face model it was trained with,
+loads the weights and switches to eval mode (BatchNorm uses its running statistics, so a
+prediction does not depend on the rest of the batch).
 
 `predict` takes crops made like the training crops (`nl3dmm.data.crop`; uint8 RGB) and
 returns numpy arrays: the camera m of the crop, the vertices, the UV texture, the codes, and
@@ -30,10 +31,10 @@ def load_trained(ckpt_path: str | Path, device: str | torch.device = "cpu") -> t
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file missing: {path}")
-    state = read_checkpoint(path)  # CheckpointError for garbage, truncation or a foreign dict
+    # Weights-only: CheckpointError for garbage, truncation or a foreign dict, and
+    # UnsafeCheckpointError, before anything in the file runs, for pickled objects.
+    state = read_checkpoint(path)
     config = state["config"]
-    if not isinstance(config, dict):
-        raise CheckpointError(f"checkpoint {path}: 'config' is {type(config).__name__}, expected the training config dict")
     network = config.get("model", "cvpr18")
     if network not in CONFIGS:
         raise ValueError(f"checkpoint {path} names network {network!r}, which this version does not know "

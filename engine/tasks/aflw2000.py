@@ -91,6 +91,8 @@ def evaluate_folder(data_dir: str | Path, predict_crops: PredictFn, landmark_mas
     and score it with the yaw bins of `yaw_split` ("paper" or "pose_para")."""
     from tqdm import tqdm
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (the first N images), got {limit}")
     stems = pick_stems(find_samples(data_dir), only)
     if limit is not None:
         stems = stems[:limit]

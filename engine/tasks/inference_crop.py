@@ -39,6 +39,14 @@ def window_from_box(box: tuple[float, float, float, float]) -> Window:
     return crop_window(np.array([[x0, y0], [x1, y1]]))
 
 
+def require_box_overlaps(box: tuple[float, float, float, float], height: int, width: int) -> None:
+    """ValueError when the face box (x0, y0, x1, y1) lies wholly outside a `width` x `height`
+    photo: its crop would be all black, and the model would describe nothing."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies wholly outside the {width} x {height} px image")
+
+
 def window_centre_square(height: int, width: int) -> Window:
     side = min(height, width)
     return (height - side) // 2, (width - side) // 2, side
@@ -67,5 +75,6 @@ def to_source_m(m: np.ndarray, window: Window, source_height: int, size: int = C
     return crop_m(unresized, -top, -left, side, source_height)
 
 
-__all__ = ["Window", "FACE_BOX_SCALE", "window_from_landmarks", "window_from_box", "window_centre_square",
+__all__ = ["Window", "FACE_BOX_SCALE", "window_from_landmarks", "window_from_box", "require_box_overlaps",
+           "window_centre_square",
            "crop_to_window", "to_source_points", "to_source_m"]

@@ -24,7 +24,8 @@ already face crops. The report says which rule each face used.
 
 Inputs. Grayscale, palette and RGBA images are converted to RGB (the alpha is dropped); EXIF
 orientation is ignored (pixels as stored, which is what landmark files refer to). Images
-smaller than 32 px on a side are refused. Every failure (missing file, not an image, too small,
+smaller than 32 px or larger than 16,384 px on a side are refused (before decoding), and so is a
+`--box` wholly outside the image. Every failure (missing file, not an image, too small,
 bad landmarks) is reported for that file and the rest of the batch is still processed.
 """
 from __future__ import annotations
@@ -43,14 +44,20 @@ from ..face.rendering import render_face
 from ..face.facemodel import FaceModel
 from .contact_sheet import ContactSheet
 from .detect import Detection, detect_faces
-from .inference_crop import (Window, crop_to_window, to_source_m, to_source_points, window_centre_square,
-                             window_from_box, window_from_landmarks)
+from .inference_crop import (Window, crop_to_window, require_box_overlaps, to_source_m, to_source_points,
+                             window_centre_square, window_from_box, window_from_landmarks)
 from ..face.mesh_export import texture_to_uint8, write_textured_obj
 from ..model.inference import load_trained, predict
 from ..model.networks import NonlinearFaceModel
+from ..constants import MAX_RESOLUTION
 
 MIN_SIDE = 32
+MAX_SIDE = MAX_RESOLUTION  # the overlay is rendered at the photo's size
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageTooLarge(ValueError):
+    """Refused before decoding: the photo is larger than reconstruct can render an overlay of."""
 
 
 @dataclass
@@ -104,7 +111,10 @@ def read_rgb(path: Path) -> tuple[np.ndarray, list[str]]:
         raise ValueError(f"not a file: {path}")
     notes = []
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is known before decoding
+            if max(image.size) > MAX_SIDE:
+                raise ImageTooLarge(f"image too large: {path} is {image.size[0]} x {image.size[1]} px; at most "
+                                    f"{MAX_SIDE} px on a side (the renderer's largest overlay) are accepted")
             image.load()
             if image.mode not in ("RGB",):
                 notes.append(f"{image.mode} image converted to RGB"
@@ -113,6 +123,10 @@ def read_rgb(path: Path) -> tuple[np.ndarray, list[str]]:
                 image = Image.fromarray((np.asarray(image, dtype=np.float64) / max(np.asarray(image).max(), 1) * 255)
                                         .astype(np.uint8))
             rgb = np.asarray(image.convert("RGB"))
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as exc:  # PIL's own pixel-count limit, met before ours
+        raise ImageTooLarge(f"image too large: {path}: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"not a readable image: {path} ({type(exc).__name__}: {exc})") from exc
     if min(rgb.shape[:2]) < MIN_SIDE:
@@ -162,6 +176,7 @@ def choose_windows(path: Path, image: np.ndarray, box: tuple[float, ...] | None,
                    detect: bool = True, max_faces: int | None = None) -> list[tuple[Window, str, Detection | None]]:
     """(window, rule, detection) of each face to reconstruct; explicit boxes and landmarks first."""
     if box is not None:
+        require_box_overlaps(box, *image.shape[:2])
         return [(window_from_box(box), f"box {','.join(f'{v:g}' for v in box)}", None)]
     if landmarks is not None:
         return [(window_from_landmarks(read_landmark_file(landmarks)), f"landmarks {landmarks}", None)]

@@ -1,9 +1,16 @@
-"""Named training configurations and command-line overrides."""
+"""Named training configurations, command-line overrides and the rules every option obeys."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..model.networks import CONFIGS
 
 
 @dataclass
@@ -73,6 +80,8 @@ PRESETS: dict[str, dict] = {
 
 
 def make_config(preset: str = "cvpr18", **overrides) -> TrainConfig:
+    """The named preset with `overrides` applied, every field checked (ValueError/TypeError
+    naming the key), so a bad value stops the run before any model is built."""
     if preset not in PRESETS:
         raise ValueError(f"unknown configuration {preset!r}; choose from {sorted(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
@@ -81,16 +90,103 @@ def make_config(preset: str = "cvpr18", **overrides) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training option(s) {sorted(unknown)}")
     config = TrainConfig(**values)
-    if config.stage not in ("pretrain", "finetune", "both"):
-        raise ValueError(f"stage must be pretrain, finetune or both, got {config.stage!r}")
-    if config.steps < 1 or config.batch_size < 1 or config.accumulate < 1:
-        raise ValueError("steps, batch_size and accumulate must be >= 1")
+    validate(config)
     return config
 
 
-def split_names(text: str | None) -> list[str]:
-    """`a,b, c` -> ["a", "b", "c"]: a command-line list of photo names (exclude=, --only)."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _at_least(low: float) -> Callable[[float], bool]:
+    return lambda value: value >= low
+
+
+def _finite_at_least(low: float) -> Callable[[float], bool]:
+    return lambda value: math.isfinite(value) and value >= low
+
+
+# Each numeric option's rule, stated once: (test, what the message says it must be).
+RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "steps": (_at_least(1), ">= 1"),
+    "batch_size": (_at_least(1), ">= 1"),
+    "accumulate": (_at_least(1), ">= 1"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup": (_at_least(0), ">= 0"),
+    "lr_final": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of lr)"),
+    "grad_clip": (_finite_at_least(0), "a finite number >= 0 (0 disables clipping)"),
+    "log_every": (_at_least(1), ">= 1"),
+    "image_every": (_at_least(1), ">= 1"),
+    "ckpt_every": (_at_least(1), ">= 1"),
+    "keep_checkpoints": (_at_least(1), ">= 1"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "max_nonfinite": (_at_least(1), ">= 1"),
+    "adversarial_weight": (_finite_at_least(0), "a finite number >= 0 (0 disables the patchGAN term)"),
+    "history": (_at_least(0), ">= 0"),
+}
+STAGES = ("pretrain", "finetune", "both")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # whole names only (fullmatch)
+
+
+def validate(config: TrainConfig) -> None:
+    """Check every field of `config`: its type, its range, the device, the output folder."""
+    for field in dataclasses.fields(TrainConfig):
+        value, kind = getattr(config, field.name), option_type(field.name)
+        if value is None and field.default is None:
+            continue
+        accepted = (int, float) if kind is float else (kind,)  # an int is a fine float
+        if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+            raise TypeError(f"{field.name} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+        if field.name in RULES:
+            test, rule = RULES[field.name]
+            if not test(value):
+                raise ValueError(f"{field.name} must be {rule}, got {value!r}")
+    if config.stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {config.stage!r}")
+    if config.model not in CONFIGS:
+        raise ValueError(f"model must be one of {sorted(CONFIGS)}, got {config.model!r}")
+    check_device(config.device, "device")
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={config.out} is a file, not a folder: choose a folder for the run")
+    for folder in (out / "checkpoints", out / "tensorboard", out / "reconstructions"):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"out={config.out}: {folder} is a file; the run writes a folder there")
+
+
+def check_device(name: str, option: str = "device") -> str:
+    """`name` if it is auto, cpu, cuda or cuda:N and usable here; ValueError naming `option`."""
+    if not isinstance(name, str) or not DEVICE.fullmatch(name):
+        raise ValueError(f"{option} must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ValueError(f"{option}={name}, but {why} (torch {torch.__version__}); use {option}=cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"{option}={name}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return name
+
+
+def resume_stage(config: TrainConfig, stages: list[str], state: dict) -> int:
+    """Index in `stages` of the stage a checkpoint was written in; ValueError when this run's
+    config cannot continue it (another stage, network or face model)."""
+    where = state.get("path", "the checkpoint")
+    saved = state["config"]
+    for key in ("model", "face_model"):
+        if saved.get(key) != getattr(config, key):
+            raise ValueError(f"{where} was trained with {key}={saved.get(key)}, this run has "
+                             f"{key}={getattr(config, key)}: resume with the same {key}, or choose another out=")
+    if state["stage"] not in stages:
+        raise ValueError(f"{where} was written in stage {state['stage']!r}, but this run's stage={config.stage} "
+                         f"trains {stages}: resume with stage={state['stage']} or stage=both, or choose another out=")
+    return stages.index(state["stage"])
+
+
+def option_type(key: str) -> type:
+    """bool, int, float or str: the type of TrainConfig field `key`, read from its default
+    (`lr` defaults to None, meaning the paper's per-stage value, and is a float)."""
+    default = getattr(TrainConfig(), key)
+    if isinstance(default, (bool, int, float)):
+        return type(default)
+    return float if key == "lr" else str
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -101,17 +197,13 @@ def parse_override(text: str) -> tuple[str, object]:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if key not in fields:
         raise ValueError(f"unknown training option {key!r}; options: {', '.join(sorted(fields))}")
-    default = getattr(TrainConfig(), key)
-    if isinstance(default, bool):
+    kind = option_type(key)
+    if kind is bool:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"{key} must be true or false, got {raw!r}")
         return key, raw.lower() in ("1", "true", "yes")
     try:
-        if isinstance(default, int):
-            return key, int(raw)
-        if isinstance(default, float) or key == "lr":
-            return key, float(raw)
+        return key, kind(raw)
     except ValueError:
-        kind = "an integer" if isinstance(default, int) else "a number"
-        raise ValueError(f"{key} must be {kind}, got {raw!r}") from None
-    return key, raw
+        noun = {int: "an integer", float: "a number"}[kind]
+        raise ValueError(f"{key} must be {noun}, got {raw!r}") from None

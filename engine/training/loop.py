@@ -25,11 +25,13 @@ from ..model.adversarial import FakeHistory, PatchDiscriminator
 from ..face.facemodel import load_face_model
 from ..model.networks import build_model, parameter_summary
 from .batches import ArrayData, Schedule, TrainingData, crop_offsets, shift_crops, to_device
-from ..model.checkpoint import load_latest, save_checkpoint
-from .config import TrainConfig, split_names
+from ..model.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, resume_stage, validate
 from .objectives import (FinetuneObjective, LandmarkTerm, describe_terms, discriminator_loss, format_terms,
                          pretrain_loss)
 from ..face.dense_shapes import DenseShapes
+from ..data.samples import split_names
+from ..data.store import read_npz
 from .visuals import reconstruction_grid, save_png
 
 
@@ -72,8 +74,7 @@ def open_training_data(path: str | None, exclude: str | None = None, labels: boo
         if exclude:
             raise ValueError("exclude= needs a training store (its shards name each sample's source photo), "
                              f"not an .npz of arrays: {path}")
-        with np.load(path) as arrays:
-            data = ArrayData(**{k: arrays[k] for k in arrays.files})
+        data = ArrayData(**read_npz(path))
         missing = [f for f in ("shape_para", "exp_para") if labels and f not in data.arrays]
         if missing:
             raise ValueError(f"{path}: no {missing} arrays, which dense shapes (basis=) need")
@@ -99,18 +100,6 @@ def _adam(params, lr: float, config: TrainConfig, device: torch.device) -> torch
     return torch.optim.Adam(params, lr=lr, betas=(config.beta1, 0.999), fused=device.type == "cuda")
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _floats(terms: dict) -> dict[str, float]:
     return {k: float(v) for k, v in terms.items()}
 
@@ -118,6 +107,7 @@ def _floats(terms: dict) -> dict[str, float]:
 def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = False, log=print) -> dict:
     """Run the configured stage(s); returns a summary dict. Under torchrun (WORLD_SIZE > 1)
     each process trains its share of every global batch with DDP; rank 0 logs and saves."""
+    validate(config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
@@ -179,11 +169,11 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
     summary: dict = {"out": str(out), "stages": {}}
     start_stage, start_step = 0, 0
     if state is not None:
+        start_stage, start_step = resume_stage(config, stages, state), state["step"]
         model.load_state_dict(state["model"])
         if discriminator is not None and state.get("discriminator") is not None:
             discriminator.load_state_dict(state["discriminator"])
         history.images = list(state.get("history", []))
-        start_stage, start_step = stages.index(state["stage"]), state["step"]
         say(f"resumed from {state['path']} ({state['stage']} step {start_step})")
 
     for stage_index, stage in enumerate(stages):
@@ -228,7 +218,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
     if state is not None and state["stage"] == stage:
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def set_lr(step: int) -> None:  # a pure function of the step, so resuming needs no state
         for opt in optimizers.values():
@@ -356,7 +346,7 @@ def _run_stage(stage, stage_index, first_step, config, model, discriminator, his
                     "step": done, "stage": stage, "model": core.state_dict(),
                     "discriminator": discriminator.state_dict() if discriminator is not None else None,
                     "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                    "history": history.images, "rng": _rng_state(), "config": vars(config),
+                    "history": history.images, "rng": rng_state(), "config": vars(config),
                 }, ckpt_dir, stage_index * config.steps + done, config.keep_checkpoints)
             if world > 1:
                 dist.barrier()
