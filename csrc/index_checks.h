@@ -1,0 +1,36 @@
+// The index checks every kernel (CPU and CUDA) makes before following an index, so that no
+// buffer is ever read out of bounds whatever the caller passed. A failed check skips or zeroes
+// the element and sets a StatusBits bit (render_args.h) for the caller to report.
+//
+// They cost a compare or two per triangle or pixel, next to a gather of several cache lines.
+#pragma once
+
+#include <cstdint>
+
+#include "render_math.h"
+
+namespace nl3dmm {
+
+// Raster ids are id + 1 with 0 for "empty"; triangle_from_raster_id returns these for the others.
+constexpr int64_t kEmptyPixel = -1;
+constexpr int64_t kInvalidTriangle = -2;
+
+NL_HD bool vertex_indices_valid(const int32_t* corners, int64_t num_vertices) {
+    for (int k = 0; k < 3; ++k)
+        if (corners[k] < 0 || corners[k] >= num_vertices) return false;
+    return true;
+}
+
+// The triangle of a raster pixel from its stored id + 1: kEmptyPixel for 0, kInvalidTriangle
+// when the value is not in [0, F] (NaN included); fractions truncate as the cast always did.
+template <typename T>
+NL_HD int64_t triangle_from_raster_id(T id_plus_one, int64_t num_triangles) {
+    if (!(id_plus_one >= T(0) && id_plus_one <= (T)num_triangles)) return kInvalidTriangle;
+    return (int64_t)id_plus_one - 1;
+}
+
+NL_HD bool finite_uv(double u, double v) {
+    return u - u == 0.0 && v - v == 0.0;  // false for NaN and +-Inf, without <cmath> overloads
+}
+
+}  // namespace nl3dmm
