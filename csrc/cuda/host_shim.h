@@ -5,9 +5,11 @@
 //
 // Execution model. A launch of G blocks of N threads is G * N calls of the kernel function,
 // each with its own thread-local threadIdx / blockIdx (and blockDim / gridDim). The calls are
-// dealt to `workers` OS threads in chunks of `chunk` consecutive linear thread ids, taken from
-// a shared counter, so the interleaving varies with the settings and from run to run. The
-// launch returns when every call has returned (a stream is a synchronous queue here).
+// dealt round-robin to `workers` OS threads in chunks of `chunk` consecutive linear thread ids;
+// the OS interleaves the workers, so the order in which atomics land varies with the settings
+// and from run to run. Only thread creation and join order the workers: nothing a GPU would
+// not order either. The launch returns when every call has returned (a stream is a
+// synchronous queue here).
 // That is a legal CUDA schedule only because no kernel here waits for another thread: there is
 // no __syncthreads, no shared memory and no warp primitive.
 //
@@ -115,11 +117,14 @@ void run_threads(dim3 grid, dim3 block, Body&& body) {
     const int64_t total = (int64_t)grid.x * grid.y * grid.z * per_block;
     const LaunchConfig config = launch_config();
     const int64_t chunk = std::max<int64_t>(1, config.chunk);
-    std::atomic<int64_t> next{0};
-    auto worker = [&]() {
+    const int workers = std::max(1, config.workers);
+    // Chunk k goes to worker k % workers, whatever the timing: even on a busy machine, where one
+    // thread could otherwise take every chunk before the others start, neighbouring threads
+    // run on different OS threads, so ThreadSanitizer sees every pair of conflicting accesses.
+    auto worker = [&](int w) {
         gridDim = grid;
         blockDim = block;
-        for (int64_t start = next.fetch_add(chunk); start < total; start = next.fetch_add(chunk)) {
+        for (int64_t start = w * chunk; start < total; start += (int64_t)workers * chunk) {
             for (int64_t t = start; t < std::min(total, start + chunk); ++t) {
                 const int64_t b = t / per_block, r = t % per_block;
                 blockIdx = dim3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
@@ -130,13 +135,12 @@ void run_threads(dim3 grid, dim3 block, Body&& body) {
             }
         }
     };
-    const int workers = std::max(1, config.workers);
     if (workers == 1) {
-        worker();
+        worker(0);
         return;
     }
     std::vector<std::thread> pool;
-    for (int w = 0; w < workers; ++w) pool.emplace_back(worker);
+    for (int w = 0; w < workers; ++w) pool.emplace_back(worker, w);
     for (auto& thread : pool) thread.join();
 }
 
