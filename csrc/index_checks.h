@@ -16,9 +16,11 @@ constexpr int64_t kEmptyPixel = -1;
 constexpr int64_t kInvalidTriangle = -2;
 
 NL_HD bool vertex_indices_valid(const int32_t* corners, int64_t num_vertices) {
-    for (int k = 0; k < 3; ++k)
-        if (corners[k] < 0 || corners[k] >= num_vertices) return false;
-    return true;
+    // One unsigned compare per index (a negative int32 becomes >= 2^31, and no int32 index
+    // reaches past 2^31), combined without branches: this runs once per pixel.
+    const uint64_t limit = num_vertices < (1ll << 31) ? (uint64_t)num_vertices : (1ull << 31);
+    return ((uint64_t)(uint32_t)corners[0] < limit) & ((uint64_t)(uint32_t)corners[1] < limit) &
+           ((uint64_t)(uint32_t)corners[2] < limit);
 }
 
 // The triangle of a raster pixel from its stored id + 1: kEmptyPixel for 0, kInvalidTriangle

@@ -254,14 +254,16 @@ void interpolate_forward_t(const InterpolateArgs& a) {
     const int32_t* tri = buffer<const int32_t>(a.tri);
     T* out = buffer<T>(a.out);
     int32_t* status = buffer<int32_t>(a.launch.status);
-    const int64_t V = a.V, C = a.C, pixels = (int64_t)a.H * a.W;
+    // Fields copied to locals: the loop body then reads registers, not the struct.
+    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W, n = a.B * pixels;
+    const bool batched = a.attr_batched;
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        if (pixel_triangle(rast + bp * 4, tri, V, a.F, status) == kInvalidTriangle) {
+    for (int64_t bp = 0; bp < n; ++bp) {
+        if (pixel_triangle(rast + bp * 4, tri, V, F, status) == kInvalidTriangle) {
             for (int64_t c = 0; c < C; ++c) out[bp * C + c] = T(0);
             continue;
         }
-        interpolate_pixel(rast + bp * 4, tri, attr + (a.attr_batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
+        interpolate_pixel(rast + bp * 4, tri, attr + (batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
     }
 }
 
