@@ -38,12 +38,24 @@ void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageR
     }
 }
 
+// Whether every index of tri is a vertex: one pass over the triangles, so that the per-image
+// loops (B times F triangles) skip the per-triangle check in the usual case.
+bool tri_in_range(const int32_t* tri, int64_t F, int64_t V) {
+    bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+    for (int64_t f = 0; f < F; ++f) ok = ok && vertex_indices_valid(tri + f * 3, V);
+    return ok;
+}
+
 // Z-test triangle f over the rows [r0, r1] of its pixel bounds into zbuf (H x W keys).
-inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t V, int64_t f,
+// Forced inline: it runs B * F times, mostly to reject a sub-pixel triangle in a few
+// instructions, and as an out-of-line call (GCC's choice once the index check came in) the
+// rasterizer took 20% longer.
+__attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t V, int64_t f,
                             int r0, int r1, bool cull, int H, int W, uint64_t* zbuf,
                             int32_t* status) {
     const int32_t* t = tri + f * 3;
-    if (!vertex_indices_valid(t, V)) {
+    if (status != nullptr && !vertex_indices_valid(t, V)) {  // null: tri was checked as a whole
         report(status, kBadVertexIndex);
         return;
     }
@@ -174,8 +186,9 @@ void rasterize_forward_t(const RasterizeArgs& a) {
     const T* pos = buffer<const T>(a.pos);
     const int32_t* tri = buffer<const int32_t>(a.tri);
     T* rast = buffer<T>(a.rast);
-    int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t B = a.B, V = a.V, F = a.F;
+    // Checked per triangle (and reported) only when some index is out of range.
+    int32_t* status = tri_in_range(tri, F, V) ? nullptr : buffer<int32_t>(a.launch.status);
     const int H = a.H, W = a.W;
     const int64_t pixels = (int64_t)H * W;
     if (B >= omp_get_max_threads()) {
