@@ -67,9 +67,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--build", default=None,
+                        help="what nl3dmm is imported from, when not this checkout (e.g. a PYTHONPATH build of another commit)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    record = {"label": args.label, "commit": commit, "batch": args.batch, "rounds": args.rounds,
+    record = {"label": args.label, "commit": commit, "build": args.build or "this checkout", "batch": args.batch, "rounds": args.rounds,
               "load_average": round(os.getloadavg()[0], 1), "kernel_threads": 1,
               "thread_cpu_ms": measure(args.batch, args.rounds)}
     runs = json.loads(args.out.read_text()) if args.out.exists() else []
