@@ -75,6 +75,28 @@ struct TextureArgs {
     LaunchArgs launch;
 };
 
+// Defines a backend's six entry points, each calling its <op>_t<double> or <op>_t<float>
+// implementation as args.f64 says (csrc/cpu and csrc/cuda both end with it).
+#define NL3DMM_ENTRY_POINTS_BY_PRECISION                                                          \
+    void rasterize_forward(const RasterizeArgs& a) {                                              \
+        a.f64 ? rasterize_forward_t<double>(a) : rasterize_forward_t<float>(a);                   \
+    }                                                                                             \
+    void rasterize_backward(const RasterizeArgs& a) {                                             \
+        a.f64 ? rasterize_backward_t<double>(a) : rasterize_backward_t<float>(a);                 \
+    }                                                                                             \
+    void interpolate_forward(const InterpolateArgs& a) {                                          \
+        a.f64 ? interpolate_forward_t<double>(a) : interpolate_forward_t<float>(a);               \
+    }                                                                                             \
+    void interpolate_backward(const InterpolateArgs& a) {                                         \
+        a.f64 ? interpolate_backward_t<double>(a) : interpolate_backward_t<float>(a);             \
+    }                                                                                             \
+    void sample_texture_forward(const TextureArgs& a) {                                           \
+        a.f64 ? sample_texture_forward_t<double>(a) : sample_texture_forward_t<float>(a);         \
+    }                                                                                             \
+    void sample_texture_backward(const TextureArgs& a) {                                          \
+        a.f64 ? sample_texture_backward_t<double>(a) : sample_texture_backward_t<float>(a);       \
+    }
+
 template <typename T>
 inline T* buffer(uintptr_t address) {
     return reinterpret_cast<T*>(address);

@@ -86,7 +86,8 @@ def mutate(path: str, old: str, new: str, sources: Optional[dict[str, str]] = No
 
 # The driver's own inputs: its object is shared by every build of a variant (mutants change
 # the kernels only), which saves a third of each mutant's compile time.
-DRIVER_SOURCES = ("cuda/host/driver.cpp", "cuda/host_shim.h", "cuda/render_cuda.h", "render_args.h")
+DRIVER_SOURCES = ("cuda/host/driver.cpp", "cuda/host_shim.h", "cuda/render_cuda.h", "render_args.h",
+                  "render_args_fields.h")
 
 
 def _compile(variant: str, sources: dict[str, str], unit: str, name: str) -> Path:

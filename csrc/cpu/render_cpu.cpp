@@ -407,24 +407,7 @@ void sample_texture_backward_t(const TextureArgs& a) {
 
 }  // namespace
 
-void rasterize_forward(const RasterizeArgs& a) {
-    a.f64 ? rasterize_forward_t<double>(a) : rasterize_forward_t<float>(a);
-}
-void rasterize_backward(const RasterizeArgs& a) {
-    a.f64 ? rasterize_backward_t<double>(a) : rasterize_backward_t<float>(a);
-}
-void interpolate_forward(const InterpolateArgs& a) {
-    a.f64 ? interpolate_forward_t<double>(a) : interpolate_forward_t<float>(a);
-}
-void interpolate_backward(const InterpolateArgs& a) {
-    a.f64 ? interpolate_backward_t<double>(a) : interpolate_backward_t<float>(a);
-}
-void sample_texture_forward(const TextureArgs& a) {
-    a.f64 ? sample_texture_forward_t<double>(a) : sample_texture_forward_t<float>(a);
-}
-void sample_texture_backward(const TextureArgs& a) {
-    a.f64 ? sample_texture_backward_t<double>(a) : sample_texture_backward_t<float>(a);
-}
+NL3DMM_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cpu
 }  // namespace nl3dmm

@@ -14,22 +14,19 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "../host_shim.h"
+#include "../../render_args_fields.h"
 #include "../render_cuda.h"
 
 namespace {
 
-using nl3dmm::InterpolateArgs;
-using nl3dmm::LaunchArgs;
-using nl3dmm::RasterizeArgs;
-using nl3dmm::TextureArgs;
+using nl3dmm::ArgFields;
+using nl3dmm::fields_of;
 
 struct Buffer {
     std::string path;
@@ -60,72 +57,21 @@ void save(const Buffer& b) {
     if (!out) fail("cannot write " + b.path);
 }
 
-// The fields of each struct by name: buffers (uintptr_t), integers and flags.
-struct Fields {
-    std::map<std::string, uintptr_t*> addresses;
-    std::map<std::string, int64_t*> wide;
-    std::map<std::string, int*> narrow;
-    std::map<std::string, bool*> flags;
-};
-
-void add_launch(Fields& f, LaunchArgs& l) {
-    f.addresses = {{"status", &l.status}, {"scratch", &l.scratch}, {"stream", &l.stream}};
-}
-
-Fields fields_of(RasterizeArgs& a) {
-    Fields f;
-    add_launch(f, a.launch);
-    f.addresses.insert({{"pos", &a.pos}, {"tri", &a.tri}, {"rast", &a.rast}, {"grad_rast", &a.grad_rast},
-                        {"grad_pos", &a.grad_pos}});
-    f.wide = {{"B", &a.B}, {"V", &a.V}, {"F", &a.F}};
-    f.narrow = {{"H", &a.H}, {"W", &a.W}};
-    f.flags = {{"f64", &a.f64}, {"cull", &a.cull}};
-    return f;
-}
-
-Fields fields_of(InterpolateArgs& a) {
-    Fields f;
-    add_launch(f, a.launch);
-    f.addresses.insert({{"attr", &a.attr}, {"rast", &a.rast}, {"tri", &a.tri}, {"out", &a.out},
-                        {"grad_out", &a.grad_out}, {"grad_attr", &a.grad_attr}, {"grad_rast", &a.grad_rast}});
-    f.wide = {{"B", &a.B}, {"V", &a.V}, {"F", &a.F}, {"C", &a.C}};
-    f.narrow = {{"H", &a.H}, {"W", &a.W}};
-    f.flags = {{"f64", &a.f64}, {"attr_batched", &a.attr_batched}};
-    return f;
-}
-
-Fields fields_of(TextureArgs& a) {
-    Fields f;
-    add_launch(f, a.launch);
-    f.addresses.insert({{"tex", &a.tex}, {"uv", &a.uv}, {"out", &a.out}, {"grad_out", &a.grad_out},
-                        {"grad_tex", &a.grad_tex}, {"grad_uv", &a.grad_uv}});
-    f.wide = {{"B", &a.B}, {"C", &a.C}};
-    f.narrow = {{"tex_h", &a.tex_h}, {"tex_w", &a.tex_w}, {"H", &a.H}, {"W", &a.W}, {"mode", &a.mode}};
-    f.flags = {{"f64", &a.f64}, {"tex_batched", &a.tex_batched}};
-    return f;
-}
-
 template <typename Args>
 void fill(Args& args, std::istream& lines, const std::string& dir, std::vector<Buffer>& buffers) {
-    Fields f = fields_of(args);
+    ArgFields fields = fields_of(args);
     std::string key, value;
     while (lines >> key >> value) {
-        if (value.size() > 1 && value[0] == '@') {
-            auto it = f.addresses.find(key);
-            if (it == f.addresses.end()) fail("no buffer field '" + key + "'");
-            buffers.push_back(load(dir + "/" + value.substr(1) + ".bin"));
-            *it->second = reinterpret_cast<uintptr_t>(buffers.back().storage.get());
-            continue;
-        }
-        const int64_t number = std::stoll(value);
-        if (auto it = f.wide.find(key); it != f.wide.end()) {
-            *it->second = number;
-        } else if (auto it = f.narrow.find(key); it != f.narrow.end()) {
-            *it->second = (int)number;
-        } else if (auto it = f.flags.find(key); it != f.flags.end()) {
-            *it->second = number != 0;
-        } else {
-            fail("no integer field '" + key + "'");
+        try {
+            if (value.size() > 1 && value[0] == '@') {
+                if (!fields.is_buffer(key)) fail("no buffer field '" + key + "'");
+                buffers.push_back(load(dir + "/" + value.substr(1) + ".bin"));
+                fields.set(key, (int64_t)reinterpret_cast<uintptr_t>(buffers.back().storage.get()));
+            } else {
+                fields.set(key, std::stoll(value));
+            }
+        } catch (const std::exception& e) {
+            fail(std::string("field '") + key + "': " + e.what());
         }
     }
 }
