@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "render_args.h"
 #include "render_math.h"
 
 namespace nl3dmm {
@@ -29,6 +30,32 @@ template <typename T>
 NL_HD int64_t triangle_from_raster_id(T id_plus_one, int64_t num_triangles) {
     if (!(id_plus_one >= T(0) && id_plus_one <= (T)num_triangles)) return kInvalidTriangle;
     return (int64_t)id_plus_one - 1;
+}
+
+// ORs bits into the caller's status word (relaxed: it is only read after the kernels finish).
+NL_HD void report_status(int32_t* status, int32_t bits) {
+#ifdef __CUDA_ARCH__
+    atomicOr(status, bits);
+#else
+    __atomic_fetch_or(status, bits, __ATOMIC_RELAXED);
+#endif
+}
+
+// The triangle of raster pixel rs (b0, b1, depth, id + 1), or < 0 when there is none to
+// follow: kEmptyPixel, or kInvalidTriangle for an id or a vertex index that fails its check
+// (reported in status).
+template <typename T>
+NL_HD int64_t pixel_triangle(const T* rs, const int32_t* tri, int64_t V, int64_t F, int32_t* status) {
+    const int64_t f = triangle_from_raster_id(rs[3], F);
+    if (f == kInvalidTriangle) {
+        report_status(status, kBadTriangleId);
+        return f;
+    }
+    if (f >= 0 && !vertex_indices_valid(tri + f * 3, V)) {
+        report_status(status, kBadVertexIndex);
+        return kInvalidTriangle;
+    }
+    return f;
 }
 
 NL_HD bool finite_uv(double u, double v) {

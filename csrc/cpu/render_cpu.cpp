@@ -22,8 +22,6 @@ namespace nl3dmm {
 namespace cpu {
 namespace {
 
-void report(int32_t* status, int32_t bits) { __atomic_fetch_or(status, bits, __ATOMIC_RELAXED); }
-
 // The per-image working state of the rasterizer; one per thread when images run in parallel.
 struct ImageRaster {
     std::vector<ScreenVertex> screen;
@@ -56,7 +54,7 @@ __attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* s
                             int32_t* status) {
     const int32_t* t = tri + f * 3;
     if (status != nullptr && !vertex_indices_valid(t, V)) {  // null: tri was checked as a whole
-        report(status, kBadVertexIndex);
+        report_status(status, kBadVertexIndex);
         return;
     }
     const ScreenVertex &a = screen[t[0]], &b = screen[t[1]], &c = screen[t[2]];
@@ -214,22 +212,6 @@ void rasterize_forward_t(const RasterizeArgs& a) {
     }
 }
 
-// The triangle of raster pixel rs, or < 0 when there is none to follow (empty, or an index
-// that fails its check, which is reported).
-template <typename T>
-int64_t pixel_triangle(const T* rs, const int32_t* tri, int64_t V, int64_t F, int32_t* status) {
-    const int64_t f = triangle_from_raster_id(rs[3], F);
-    if (f == kInvalidTriangle) {
-        report(status, kBadTriangleId);
-        return f;
-    }
-    if (f >= 0 && !vertex_indices_valid(tri + f * 3, V)) {
-        report(status, kBadVertexIndex);
-        return kInvalidTriangle;
-    }
-    return f;
-}
-
 template <typename T>
 void rasterize_backward_t(const RasterizeArgs& a) {
     const T* pos = buffer<const T>(a.pos);
@@ -339,7 +321,7 @@ void sample_texture_forward_t(const TextureArgs& a) {
     for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
         T* o = out + bp * C;
         if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
-            report(status, kBadTexCoord);
+            report_status(status, kBadTexCoord);
             for (int64_t c = 0; c < C; ++c) o[c] = T(0);
             continue;
         }
@@ -368,7 +350,7 @@ void sample_texture_backward_t(const TextureArgs& a) {
     for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
         grad_uv[bp * 2] = grad_uv[bp * 2 + 1] = T(0);
         if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
-            report(status, kBadTexCoord);
+            report_status(status, kBadTexCoord);
             continue;
         }
         const int64_t b = bp / pixels;

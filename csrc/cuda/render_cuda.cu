@@ -52,28 +52,10 @@ unsigned blocks_for(int64_t n) {
     return (unsigned)blocks;
 }
 
-__device__ void report(int* status, int bits) { atomicOr(status, bits); }
-
 template <typename T>
 __device__ ClipVertex load_clip(const T* pos, int64_t v) {
     const T* p = pos + v * 4;
     return ClipVertex{(double)p[0], (double)p[1], (double)p[2], (double)p[3]};
-}
-
-// The triangle of raster pixel rs, or < 0 when there is none to follow (empty, or an index
-// that fails its check, which is reported).
-template <typename T>
-__device__ int64_t pixel_triangle(const T* rs, const int32_t* tri, int64_t V, int64_t F, int* status) {
-    const int64_t f = triangle_from_raster_id(rs[3], F);
-    if (f == kInvalidTriangle) {
-        report(status, kBadTriangleId);
-        return f;
-    }
-    if (f >= 0 && !vertex_indices_valid(tri + f * 3, V)) {
-        report(status, kBadVertexIndex);
-        return kInvalidTriangle;
-    }
-    return f;
 }
 
 template <typename T>
@@ -84,7 +66,7 @@ __global__ void raster_kernel(const T* __restrict__ pos, const int32_t* __restri
     if (i >= B * F) return;
     const int64_t b = i / F, f = i % F;
     if (!vertex_indices_valid(tri + f * 3, V)) {
-        report(status, kBadVertexIndex);
+        report_status(status, kBadVertexIndex);
         return;
     }
     const T* pos_b = pos + b * V * 4;
@@ -121,7 +103,7 @@ __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restr
     const int64_t f = (int64_t)(key & 0xffffffffu);
     // Only checked triangles write keys; this guards against a z-buffer that was not.
     if (f >= F || !vertex_indices_valid(tri + f * 3, V)) {
-        report(status, kBadVertexIndex);
+        report_status(status, kBadVertexIndex);
         return;
     }
     ClipVertex v[3];
@@ -220,7 +202,7 @@ __global__ void texture_kernel(const T* __restrict__ tex, bool tex_batched, cons
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
     if (!finite_uv(uv[i * 2], uv[i * 2 + 1])) {
-        report(status, kBadTexCoord);
+        report_status(status, kBadTexCoord);
         for (int64_t c = 0; c < C; ++c) out[i * C + c] = T(0);
         return;
     }
@@ -245,7 +227,7 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
     if (i >= B * pixels) return;
     const bool first_pass = pass == SumPass::kRange;  // grad_uv is a gather: written once
     if (!finite_uv(uv[i * 2], uv[i * 2 + 1])) {
-        report(status, kBadTexCoord);
+        report_status(status, kBadTexCoord);
         if (first_pass) grad_uv[i * 2] = grad_uv[i * 2 + 1] = T(0);
         return;
     }
