@@ -24,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
 CSRC = ROOT / "csrc"
+HOST_HARNESS = CSRC / "cuda" / "host"
 
 
 def find_cuda() -> tuple[str, Path] | None:
@@ -100,7 +101,10 @@ class BuildWithCuda(build_ext):
 
 extension = Pybind11Extension(
     "nl3dmm._C",
-    sources=[str(p.relative_to(ROOT)) for p in sorted(CSRC.rglob("*.cpp"))],
+    # csrc/cuda/host is the test harness that runs the CUDA sources on the CPU (built by
+    # tests/cuda_host.py with g++), not part of the extension.
+    sources=[str(p.relative_to(ROOT)) for p in sorted(CSRC.rglob("*.cpp"))
+             if HOST_HARNESS not in p.parents],
     include_dirs=[str(CSRC)],
     extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],
     extra_link_args=["-fopenmp"],

@@ -1,5 +1,5 @@
 // pybind11 module nl3dmm._C. It deliberately does not link against torch: kernels take raw
-// data pointers (tensor.data_ptr()), sizes and a dtype name, and the Python layer owns the
+// data pointers (tensor.data_ptr()), sizes and an f64 flag, and the Python layer owns the
 // tensors, validates them and keeps them alive. That keeps the build independent of the
 // torch ABI and of whether torch was built with CUDA.
 #include <omp.h>
@@ -10,105 +10,78 @@
 #include <string>
 
 #include "cpu/render_cpu.h"
+#include "render_args.h"
+#include "render_args_fields.h"
+#include "render_math.h"
 #ifdef NL3DMM_WITH_CUDA
 #include "cuda/device.h"
 #include "cuda/render_cuda.h"
 #endif
 
 namespace py = pybind11;
-using nl3dmm::cpu::interpolate_backward;
-using nl3dmm::cpu::interpolate_forward;
-using nl3dmm::cpu::rasterize_backward;
-using nl3dmm::cpu::rasterize_forward;
-using nl3dmm::cpu::sample_texture_backward;
-using nl3dmm::cpu::sample_texture_forward;
 
 namespace {
 
-template <typename T>
-T* ptr(uintptr_t p) {
-    return reinterpret_cast<T*>(p);
+// Checks no kernel could make for itself.
+void check_args(const nl3dmm::LaunchArgs& launch) {
+    if (launch.status == 0) throw std::invalid_argument("nl3dmm._C: a status buffer (int32, zeroed) is required");
+}
+void check_args(const nl3dmm::RasterizeArgs& a) { check_args(a.launch); }
+void check_args(const nl3dmm::InterpolateArgs& a) { check_args(a.launch); }
+void check_args(const nl3dmm::TextureArgs& a) {
+    check_args(a.launch);
+    if (a.mode < nl3dmm::kClamp || a.mode > nl3dmm::kWrap)
+        throw std::invalid_argument("nl3dmm._C: boundary mode must be 0, 1 or 2, got " + std::to_string(a.mode));
 }
 
-// Calls fn<float> or fn<double> by dtype name, without the GIL.
-template <typename Fn>
-void by_dtype(const std::string& dtype, Fn&& fn) {
-    py::gil_scoped_release release;
-    if (dtype == "float32") {
-        fn(float{});
-    } else if (dtype == "float64") {
-        fn(double{});
-    } else {
-        throw std::invalid_argument("nl3dmm._C: unsupported dtype '" + dtype +
-                                    "' (expected float32 or float64)");
+// The one place where Python arguments become the argument structs of render_args.h: entry
+// point `fn` becomes a function of keyword arguments only, each naming a field of its struct
+// (render_args_fields.h; buffers by address, tensor.data_ptr()). Both the CPU functions
+// (nl3dmm._C) and the CUDA ones (nl3dmm._C.cuda) are registered through it, so the two ABIs
+// take the same arguments. Fields not given stay 0 (backward buffers in a forward call,
+// scratch and stream on the CPU); an unknown name is a ValueError.
+template <typename Args>
+void def_op(py::module_& m, const char* name, void (*fn)(const Args&)) {
+    Args probe;
+    std::string doc = std::string(name) + "(**fields): fields";
+    for (const auto& table : {nl3dmm::fields_of(probe)}) {
+        for (const auto& f : table.buffers) doc += " " + f.first;
+        for (const auto& f : table.sizes) doc += " " + f.first;
+        for (const auto& f : table.small) doc += " " + f.first;
+        for (const auto& f : table.flags) doc += " " + f.first;
     }
+    m.def(name, [fn](py::kwargs kwargs) {
+        Args args;
+        nl3dmm::ArgFields fields = nl3dmm::fields_of(args);
+        for (auto item : kwargs) fields.set(py::cast<std::string>(item.first), py::cast<int64_t>(item.second));
+        check_args(args);
+        py::gil_scoped_release release;
+        fn(args);
+    }, doc.c_str());
 }
+
+// The six entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
+#define NL3DMM_DEF_OPS(module, ns)                                            \
+    def_op(module, "rasterize_forward", &ns::rasterize_forward);             \
+    def_op(module, "rasterize_backward", &ns::rasterize_backward);           \
+    def_op(module, "interpolate_forward", &ns::interpolate_forward);         \
+    def_op(module, "interpolate_backward", &ns::interpolate_backward);       \
+    def_op(module, "sample_texture_forward", &ns::sample_texture_forward);   \
+    def_op(module, "sample_texture_backward", &ns::sample_texture_backward)
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "nl3dmm rendering kernels (CPU/OpenMP, and CUDA when built with nvcc)";
+    m.attr("STATUS_BAD_VERTEX_INDEX") = (int)nl3dmm::kBadVertexIndex;
+    m.attr("STATUS_BAD_TRIANGLE_ID") = (int)nl3dmm::kBadTriangleId;
+    m.attr("STATUS_BAD_TEX_COORD") = (int)nl3dmm::kBadTexCoord;
+    // Scratch of the CUDA entry points: rasterize_forward needs one z-buffer key per pixel,
+    // each backward one fixed-point sum per gradient value it scatters.
+    m.attr("ZBUF_BYTES_PER_PIXEL") = nl3dmm::kZbufBytesPerPixel;
+    m.attr("SUM_BYTES_PER_VALUE") = nl3dmm::kSumBytesPerValue;
 
-    m.def("rasterize_forward",
-          [](const std::string& dtype, uintptr_t pos, uintptr_t tri, int64_t B, int64_t V,
-             int64_t F, int H, int W, bool cull, uintptr_t rast) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  rasterize_forward<T>(ptr<const T>(pos), ptr<const int32_t>(tri), B, V, F, H, W,
-                                       cull, ptr<T>(rast));
-              });
-          });
-    m.def("rasterize_backward",
-          [](const std::string& dtype, uintptr_t pos, uintptr_t tri, uintptr_t rast,
-             uintptr_t grad_rast, int64_t B, int64_t V, int64_t F, int H, int W,
-             uintptr_t grad_pos) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  rasterize_backward<T>(ptr<const T>(pos), ptr<const int32_t>(tri),
-                                        ptr<const T>(rast), ptr<const T>(grad_rast), B, V, F, H, W,
-                                        ptr<T>(grad_pos));
-              });
-          });
-    m.def("interpolate_forward",
-          [](const std::string& dtype, uintptr_t attr, bool attr_batched, uintptr_t rast,
-             uintptr_t tri, int64_t B, int64_t V, int64_t C, int H, int W, uintptr_t out) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  interpolate_forward<T>(ptr<const T>(attr), attr_batched, ptr<const T>(rast),
-                                         ptr<const int32_t>(tri), B, V, C, H, W, ptr<T>(out));
-              });
-          });
-    m.def("interpolate_backward",
-          [](const std::string& dtype, uintptr_t attr, bool attr_batched, uintptr_t rast,
-             uintptr_t tri, uintptr_t grad_out, int64_t B, int64_t V, int64_t C, int H, int W,
-             uintptr_t grad_attr, uintptr_t grad_rast) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  interpolate_backward<T>(ptr<const T>(attr), attr_batched, ptr<const T>(rast),
-                                          ptr<const int32_t>(tri), ptr<const T>(grad_out), B, V,
-                                          C, H, W, ptr<T>(grad_attr), ptr<T>(grad_rast));
-              });
-          });
-    m.def("sample_texture_forward",
-          [](const std::string& dtype, uintptr_t tex, bool tex_batched, uintptr_t uv, int64_t B,
-             int tex_h, int tex_w, int64_t C, int H, int W, int mode, uintptr_t out) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  sample_texture_forward<T>(ptr<const T>(tex), tex_batched, ptr<const T>(uv), B,
-                                            tex_h, tex_w, C, H, W, mode, ptr<T>(out));
-              });
-          });
-    m.def("sample_texture_backward",
-          [](const std::string& dtype, uintptr_t tex, bool tex_batched, uintptr_t uv,
-             uintptr_t grad_out, int64_t B, int tex_h, int tex_w, int64_t C, int H, int W,
-             int mode, uintptr_t grad_tex, uintptr_t grad_uv) {
-              by_dtype(dtype, [&](auto t) {
-                  using T = decltype(t);
-                  sample_texture_backward<T>(ptr<const T>(tex), tex_batched, ptr<const T>(uv),
-                                             ptr<const T>(grad_out), B, tex_h, tex_w, C, H, W,
-                                             mode, ptr<T>(grad_tex), ptr<T>(grad_uv));
-              });
-          });
+    NL3DMM_DEF_OPS(m, nl3dmm::cpu);
 
     m.def("get_num_threads", []() { return omp_get_max_threads(); },
           "OpenMP threads the CPU kernels use.");
@@ -118,15 +91,10 @@ PYBIND11_MODULE(_C, m) {
     }, "Set the OpenMP threads the CPU kernels use (results do not depend on it).");
 
 #ifdef NL3DMM_WITH_CUDA
-    // CUDA kernels: same arguments as the CPU ones plus scratch/stream; `f64` picks double.
-    // Launches are asynchronous on `stream`, so the GIL is not held for them either.
+    // CUDA kernels: the same keyword arguments, device addresses, plus scratch and stream.
+    // Launches are asynchronous on `stream`; the GIL is released for them too.
     py::module_ cu = m.def_submodule("cuda", "CUDA kernels (raw device pointers, torch stream)");
-    cu.def("rasterize_forward", &nl3dmm::cuda::rasterize_forward, py::call_guard<py::gil_scoped_release>());
-    cu.def("rasterize_backward", &nl3dmm::cuda::rasterize_backward, py::call_guard<py::gil_scoped_release>());
-    cu.def("interpolate_forward", &nl3dmm::cuda::interpolate_forward, py::call_guard<py::gil_scoped_release>());
-    cu.def("interpolate_backward", &nl3dmm::cuda::interpolate_backward, py::call_guard<py::gil_scoped_release>());
-    cu.def("sample_texture_forward", &nl3dmm::cuda::sample_texture_forward, py::call_guard<py::gil_scoped_release>());
-    cu.def("sample_texture_backward", &nl3dmm::cuda::sample_texture_backward, py::call_guard<py::gil_scoped_release>());
+    NL3DMM_DEF_OPS(cu, nl3dmm::cuda);
 #endif
 
     // (compiled, device_count, reason): a machine without a GPU or driver answers instead of

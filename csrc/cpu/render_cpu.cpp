@@ -1,6 +1,9 @@
 // OpenMP CPU kernels of the rendering layer: rasterize, interpolate, sample_texture and their
-// backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers; the
-// Python layer (engine/render/backends/cpu.py) owns them and has validated shapes and indices.
+// backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers in the
+// argument structs of render_args.h; the Python layer (engine/render/backends) owns them and
+// has validated shapes and indices. The kernels still check every index they follow
+// (index_checks.h) and report a bad one through the status word instead of reading past a
+// buffer: validation can be bypassed by writes torch does not see.
 //
 // Determinism: every output element is produced by exactly one thread, and every sum is taken
 // in a fixed order (pixels in raster order within an image, images in batch order), so
@@ -12,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../index_checks.h"
 #include "../render_math.h"
 
 namespace nl3dmm {
@@ -32,10 +36,27 @@ void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageR
     }
 }
 
+// Whether every index of tri is a vertex: one pass over the triangles, so that the per-image
+// loops (B times F triangles) skip the per-triangle check in the usual case.
+bool tri_in_range(const int32_t* tri, int64_t F, int64_t V) {
+    bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+    for (int64_t f = 0; f < F; ++f) ok = ok && vertex_indices_valid(tri + f * 3, V);
+    return ok;
+}
+
 // Z-test triangle f over the rows [r0, r1] of its pixel bounds into zbuf (H x W keys).
-inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t f, int r0,
-                            int r1, bool cull, int H, int W, uint64_t* zbuf) {
+// Forced inline: it runs B * F times, mostly to reject a sub-pixel triangle in a few
+// instructions, and as an out-of-line call (GCC's choice once the index check came in) the
+// rasterizer took 20% longer.
+__attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t V, int64_t f,
+                            int r0, int r1, bool cull, int H, int W, uint64_t* zbuf,
+                            int32_t* status) {
     const int32_t* t = tri + f * 3;
+    if (status != nullptr && !vertex_indices_valid(t, V)) {  // null: tri was checked as a whole
+        report_status(status, kBadVertexIndex);
+        return;
+    }
     const ScreenVertex &a = screen[t[0]], &b = screen[t[1]], &c = screen[t[2]];
     PixelBounds pb = pixel_bounds(a, b, c, H, W);
     pb.y0 = std::max(pb.y0, r0);
@@ -85,10 +106,11 @@ void resolve_rows(const int32_t* tri, int r0, int r1, int W, const ImageRaster& 
 // One thread, one whole image.
 template <typename T>
 void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H, int W,
-                         bool cull, ImageRaster& s, T* out) {
+                         bool cull, ImageRaster& s, T* out, int32_t* status) {
     project_vertices(pos, 0, V, H, W, s);
     std::fill(s.zbuf.begin(), s.zbuf.end(), kEmptyKey);
-    for (int64_t f = 0; f < F; ++f) raster_triangle(s.screen.data(), tri, f, 0, H - 1, cull, H, W, s.zbuf.data());
+    for (int64_t f = 0; f < F; ++f)
+        raster_triangle(s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, s.zbuf.data(), status);
     resolve_rows(tri, 0, H, W, s, out);
 }
 
@@ -98,7 +120,8 @@ void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F,
 // for any thread count, and no two threads ever write one buffer.
 template <typename T>
 void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
-                                  int W, bool cull, std::vector<ImageRaster>& parts, T* out) {
+                                  int W, bool cull, std::vector<ImageRaster>& parts, T* out,
+                                  int32_t* status) {
     const int n = (int)parts.size();
     ImageRaster& s = parts[0];
     const int64_t pixels = (int64_t)H * W;
@@ -111,7 +134,7 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
             uint64_t* zbuf = parts[p].zbuf.data();
             std::fill(zbuf, zbuf + pixels, kEmptyKey);
             for (int64_t f = F * p / n; f < F * (p + 1) / n; ++f)
-                raster_triangle(s.screen.data(), tri, f, 0, H - 1, cull, H, W, zbuf);
+                raster_triangle(s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
         }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < pixels; ++i) {
@@ -156,11 +179,15 @@ void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&
     if (!batched) store(total, dst);
 }
 
-}  // namespace
-
 template <typename T>
-void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, int64_t F, int H,
-                       int W, bool cull, T* rast) {
+void rasterize_forward_t(const RasterizeArgs& a) {
+    const T* pos = buffer<const T>(a.pos);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    T* rast = buffer<T>(a.rast);
+    const int64_t B = a.B, V = a.V, F = a.F;
+    // Checked per triangle (and reported) only when some index is out of range.
+    int32_t* status = tri_in_range(tri, F, V) ? nullptr : buffer<int32_t>(a.launch.status);
+    const int H = a.H, W = a.W;
     const int64_t pixels = (int64_t)H * W;
     if (B >= omp_get_max_threads()) {
 #pragma omp parallel
@@ -170,7 +197,7 @@ void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, i
             s.zbuf.resize(pixels);
 #pragma omp for schedule(dynamic)
             for (int64_t b = 0; b < B; ++b)
-                rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, cull, s, rast + b * pixels * 4);
+                rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, a.cull, s, rast + b * pixels * 4, status);
         }
     } else {
         // Private z-buffers cost pixels * 8 bytes each; keep them under ~256 MB in all.
@@ -180,21 +207,26 @@ void rasterize_forward(const T* pos, const int32_t* tri, int64_t B, int64_t V, i
         parts[0].screen.resize(V);
         for (auto& part : parts) part.zbuf.resize(pixels);
         for (int64_t b = 0; b < B; ++b)
-            rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, cull, parts,
-                                         rast + b * pixels * 4);
+            rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, a.cull, parts,
+                                         rast + b * pixels * 4, status);
     }
 }
 
 template <typename T>
-void rasterize_backward(const T* pos, const int32_t* tri, const T* rast, const T* grad_rast,
-                        int64_t B, int64_t V, int64_t F, int H, int W, T* grad_pos) {
-    (void)F;
+void rasterize_backward_t(const RasterizeArgs& a) {
+    const T* pos = buffer<const T>(a.pos);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    const T* rast = buffer<const T>(a.rast);
+    const T* grad_rast = buffer<const T>(a.grad_rast);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t V = a.V, F = a.F;
+    const int H = a.H, W = a.W;
     const int64_t pixels = (int64_t)H * W;
-    scatter_by_image(B, V * 4, /*batched=*/true, grad_pos, [&](int64_t b, double* acc) {
+    scatter_by_image(a.B, V * 4, /*batched=*/true, buffer<T>(a.grad_pos), [&](int64_t b, double* acc) {
         const T* pos_b = pos + b * V * 4;
         for (int64_t p = 0; p < pixels; ++p) {
             const T* rs = rast + (b * pixels + p) * 4;
-            const int64_t f = (int64_t)rs[3] - 1;
+            const int64_t f = pixel_triangle(rs, tri, V, F, status);
             if (f < 0) continue;
             const T* g = grad_rast + (b * pixels + p) * 4;
             if (g[0] == T(0) && g[1] == T(0) && g[2] == T(0)) continue;
@@ -203,41 +235,54 @@ void rasterize_backward(const T* pos, const int32_t* tri, const T* rast, const T
             double grad[3][4];
             resolve_pixel_backward(v, (int)(p / W), (int)(p % W), H, W, g[0], g[1], g[2], grad);
             for (int k = 0; k < 3; ++k) {
-                double* a = acc + (int64_t)tri[f * 3 + k] * 4;
-                for (int c = 0; c < 4; ++c) a[c] += grad[k][c];
+                double* acc_k = acc + (int64_t)tri[f * 3 + k] * 4;
+                for (int c = 0; c < 4; ++c) acc_k[c] += grad[k][c];
             }
         }
     });
 }
 
 template <typename T>
-void interpolate_forward(const T* attr, bool attr_batched, const T* rast, const int32_t* tri,
-                         int64_t B, int64_t V, int64_t C, int H, int W, T* out) {
-    const int64_t pixels = (int64_t)H * W;
+void interpolate_forward_t(const InterpolateArgs& a) {
+    const T* attr = buffer<const T>(a.attr);
+    const T* rast = buffer<const T>(a.rast);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    T* out = buffer<T>(a.out);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    // Fields copied to locals: the loop body then reads registers, not the struct.
+    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W, n = a.B * pixels;
+    const bool batched = a.attr_batched;
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < B * pixels; ++bp) {
-        interpolate_pixel(rast + bp * 4, tri, attr + (attr_batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
+    for (int64_t bp = 0; bp < n; ++bp) {
+        if (pixel_triangle(rast + bp * 4, tri, V, F, status) == kInvalidTriangle) {
+            for (int64_t c = 0; c < C; ++c) out[bp * C + c] = T(0);
+            continue;
+        }
+        interpolate_pixel(rast + bp * 4, tri, attr + (batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
     }
 }
 
 template <typename T>
-void interpolate_backward(const T* attr, bool attr_batched, const T* rast, const int32_t* tri,
-                          const T* grad_out, int64_t B, int64_t V, int64_t C, int H, int W,
-                          T* grad_attr, T* grad_rast) {
-    const int64_t pixels = (int64_t)H * W;
+void interpolate_backward_t(const InterpolateArgs& a) {
+    const T* attr = buffer<const T>(a.attr);
+    const T* rast = buffer<const T>(a.rast);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    const T* grad_out = buffer<const T>(a.grad_out);
+    T* grad_rast = buffer<T>(a.grad_rast);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
     // d out / d(b0, b1) = (a0 - a2, a1 - a2): a per-pixel gather, no conflicts.
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
         const int64_t b = bp / pixels;
-        const T* rs = rast + bp * 4;
         T* gr = grad_rast + bp * 4;
         gr[0] = gr[1] = gr[2] = gr[3] = T(0);
-        const int64_t f = (int64_t)rs[3] - 1;
+        const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
         if (f < 0) continue;
-        const T* a = attr + (attr_batched ? b * V * C : 0);
-        const T* a0 = a + (int64_t)tri[f * 3 + 0] * C;
-        const T* a1 = a + (int64_t)tri[f * 3 + 1] * C;
-        const T* a2 = a + (int64_t)tri[f * 3 + 2] * C;
+        const T* attr_b = attr + (a.attr_batched ? b * V * C : 0);
+        const T* a0 = attr_b + (int64_t)tri[f * 3 + 0] * C;
+        const T* a1 = attr_b + (int64_t)tri[f * 3 + 1] * C;
+        const T* a2 = attr_b + (int64_t)tri[f * 3 + 2] * C;
         const T* g = grad_out + bp * C;
         double g0 = 0, g1 = 0;
         for (int64_t c = 0; c < C; ++c) {
@@ -248,34 +293,43 @@ void interpolate_backward(const T* attr, bool attr_batched, const T* rast, const
         gr[1] = (T)g1;
     }
     // d out / d attr: a scatter to vertices.
-    scatter_by_image(B, V * C, attr_batched, grad_attr, [&](int64_t b, double* acc) {
+    scatter_by_image(a.B, V * C, a.attr_batched, buffer<T>(a.grad_attr), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
             const T* rs = rast + bp * 4;
-            const int64_t f = (int64_t)rs[3] - 1;
-            if (f < 0) continue;
+            // Invalid ids were reported by the gather above.
+            const int64_t f = triangle_from_raster_id(rs[3], F);
+            if (f < 0 || !vertex_indices_valid(tri + f * 3, V)) continue;
             const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
             const T* g = grad_out + bp * C;
             for (int k = 0; k < 3; ++k) {
-                double* a = acc + (int64_t)tri[f * 3 + k] * C;
-                for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
+                double* acc_k = acc + (int64_t)tri[f * 3 + k] * C;
+                for (int64_t c = 0; c < C; ++c) acc_k[c] += w[k] * (double)g[c];
             }
         }
     });
 }
 
 template <typename T>
-void sample_texture_forward(const T* tex, bool tex_batched, const T* uv, int64_t B, int tex_h,
-                            int tex_w, int64_t C, int H, int W, int mode, T* out) {
-    const int64_t pixels = (int64_t)H * W, texels = (int64_t)tex_h * tex_w;
+void sample_texture_forward_t(const TextureArgs& a) {
+    const T* tex = buffer<const T>(a.tex);
+    const T* uv = buffer<const T>(a.uv);
+    T* out = buffer<T>(a.out);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t C = a.C, pixels = (int64_t)a.H * a.W, texels = (int64_t)a.tex_h * a.tex_w;
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
+        T* o = out + bp * C;
+        if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
+            report_status(status, kBadTexCoord);
+            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+            continue;
+        }
         const int64_t b = bp / pixels;
-        const T* t = tex + (tex_batched ? b * texels * C : 0);
-        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+        const T* t = tex + (a.tex_batched ? b * texels * C : 0);
+        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
         double w[4];
         bilinear_weights(taps, w);
-        T* o = out + bp * C;
         for (int64_t c = 0; c < C; ++c) {
             double v = 0;
             for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
@@ -285,17 +339,25 @@ void sample_texture_forward(const T* tex, bool tex_batched, const T* uv, int64_t
 }
 
 template <typename T>
-void sample_texture_backward(const T* tex, bool tex_batched, const T* uv, const T* grad_out,
-                             int64_t B, int tex_h, int tex_w, int64_t C, int H, int W, int mode,
-                             T* grad_tex, T* grad_uv) {
-    const int64_t pixels = (int64_t)H * W, texels = (int64_t)tex_h * tex_w;
+void sample_texture_backward_t(const TextureArgs& a) {
+    const T* tex = buffer<const T>(a.tex);
+    const T* uv = buffer<const T>(a.uv);
+    const T* grad_out = buffer<const T>(a.grad_out);
+    T* grad_uv = buffer<T>(a.grad_uv);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t C = a.C, pixels = (int64_t)a.H * a.W, texels = (int64_t)a.tex_h * a.tex_w;
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < B * pixels; ++bp) {
+    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
+        grad_uv[bp * 2] = grad_uv[bp * 2 + 1] = T(0);
+        if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
+            report_status(status, kBadTexCoord);
+            continue;
+        }
         const int64_t b = bp / pixels;
-        const T* t = tex + (tex_batched ? b * texels * C : 0);
-        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+        const T* t = tex + (a.tex_batched ? b * texels * C : 0);
+        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
         double dwdu[4], dwdv[4];
-        bilinear_weight_grads(taps, tex_h, tex_w, dwdu, dwdv);
+        bilinear_weight_grads(taps, a.tex_h, a.tex_w, dwdu, dwdv);
         const T* g = grad_out + bp * C;
         double gu = 0, gv = 0;
         for (int64_t c = 0; c < C; ++c) {
@@ -308,38 +370,26 @@ void sample_texture_backward(const T* tex, bool tex_batched, const T* uv, const 
         grad_uv[bp * 2] = (T)gu;
         grad_uv[bp * 2 + 1] = (T)gv;
     }
-    scatter_by_image(B, texels * C, tex_batched, grad_tex, [&](int64_t b, double* acc) {
+    scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
-            const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], tex_h, tex_w, mode);
+            if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) continue;  // reported above
+            const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
             double w[4];
             bilinear_weights(taps, w);
             const T* g = grad_out + bp * C;
             for (int k = 0; k < 4; ++k) {
                 if (w[k] == 0.0) continue;
-                double* a = acc + taps.index[k] * C;
-                for (int64_t c = 0; c < C; ++c) a[c] += w[k] * (double)g[c];
+                double* acc_k = acc + taps.index[k] * C;
+                for (int64_t c = 0; c < C; ++c) acc_k[c] += w[k] * (double)g[c];
             }
         }
     });
 }
 
-#define NL3DMM_INSTANTIATE(T)                                                                      \
-    template void rasterize_forward<T>(const T*, const int32_t*, int64_t, int64_t, int64_t, int,   \
-                                       int, bool, T*);                                             \
-    template void rasterize_backward<T>(const T*, const int32_t*, const T*, const T*, int64_t,     \
-                                        int64_t, int64_t, int, int, T*);                           \
-    template void interpolate_forward<T>(const T*, bool, const T*, const int32_t*, int64_t,        \
-                                         int64_t, int64_t, int, int, T*);                          \
-    template void interpolate_backward<T>(const T*, bool, const T*, const int32_t*, const T*,      \
-                                          int64_t, int64_t, int64_t, int, int, T*, T*);            \
-    template void sample_texture_forward<T>(const T*, bool, const T*, int64_t, int, int, int64_t,  \
-                                            int, int, int, T*);                                    \
-    template void sample_texture_backward<T>(const T*, bool, const T*, const T*, int64_t, int,     \
-                                             int, int64_t, int, int, int, T*, T*);
+}  // namespace
 
-NL3DMM_INSTANTIATE(float)
-NL3DMM_INSTANTIATE(double)
+NL3DMM_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cpu
 }  // namespace nl3dmm

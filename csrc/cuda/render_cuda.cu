@@ -3,19 +3,28 @@
 // Rasterize is two launches: one thread per (image, triangle) z-tests its pixels with a 64-bit
 // atomicMin of the packed depth|id key (order-independent, so race-free and deterministic),
 // then one thread per pixel resolves the winner's barycentrics in double precision.
-// Backward passes scatter with atomicAdd: gradients are correct but their float summation
-// order, hence their last bits, may vary between runs (the forward outputs never do).
+// Backward passes scatter into 128-bit fixed-point sums (fixed_point.h): two launches over the
+// same terms (range, then accumulate) and one that converts, so gradients are bit-identical
+// whatever the thread schedule and at least as precise as the CPU's double sums.
+// Every index is checked before it is followed (index_checks.h); a bad one is skipped and
+// reported through the status word.
 // setup.py compiles with --fmad=false so that the snapping and depth-key arithmetic rounds
 // exactly as on the CPU: triangle ids then match the other backends bit for bit.
 //
-// STATUS: compiled in CI, not yet run on a GPU (issue 3). The first session with a device
-// must run tests/test_cuda.py and compute-sanitizer before anyone relies on these kernels.
-#include <cuda_runtime.h>
+// The same file compiles as host C++ with g++ (launch.h, host_shim.h): tests/test_cuda_host.py
+// runs these kernels on the CPU, plain and under ASan/UBSan and TSan. Keep every launch in
+// NL_LAUNCH and every CUDA runtime call to those host_shim.h provides.
+//
+// STATUS: executed on the host harness in CI; not yet run on a GPU (issue 3). The first session
+// with a device must run tests/test_cuda.py and compute-sanitizer before anyone relies on it.
+#include "launch.h"
 
 #include <stdexcept>
 #include <string>
 
+#include "../index_checks.h"
 #include "../render_math.h"
+#include "fixed_point.h"
 #include "render_cuda.h"
 
 namespace nl3dmm {
@@ -31,7 +40,17 @@ void check_launch(const char* kernel) {
                                  cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
 }
 
-unsigned blocks_for(int64_t n) { return (unsigned)((n + kThreads - 1) / kThreads); }
+void check_call(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorString(err));
+}
+
+// One thread per item; more blocks than a grid can hold is refused rather than truncated.
+unsigned blocks_for(int64_t n) {
+    const int64_t blocks = (n + kThreads - 1) / kThreads;
+    if (blocks > 0x7fffffffll)
+        throw std::invalid_argument("nl3dmm CUDA: " + std::to_string(n) + " threads exceed one launch");
+    return (unsigned)blocks;
+}
 
 template <typename T>
 __device__ ClipVertex load_clip(const T* pos, int64_t v) {
@@ -42,10 +61,14 @@ __device__ ClipVertex load_clip(const T* pos, int64_t v) {
 template <typename T>
 __global__ void raster_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tri,
                               int64_t B, int64_t V, int64_t F, int H, int W, bool cull,
-                              unsigned long long* __restrict__ zbuf) {
+                              unsigned long long* __restrict__ zbuf, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * F) return;
     const int64_t b = i / F, f = i % F;
+    if (!vertex_indices_valid(tri + f * 3, V)) {
+        report_status(status, kBadVertexIndex);
+        return;
+    }
     const T* pos_b = pos + b * V * 4;
     ScreenVertex s[3];
     for (int k = 0; k < 3; ++k) {
@@ -68,18 +91,21 @@ __global__ void raster_kernel(const T* __restrict__ pos, const int32_t* __restri
 template <typename T>
 __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tri,
                                const unsigned long long* __restrict__ zbuf, int64_t B, int64_t V,
-                               int H, int W, T* __restrict__ rast) {
+                               int64_t F, int H, int W, T* __restrict__ rast, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int64_t pixels = (int64_t)H * W;
     if (i >= B * pixels) return;
     const int64_t b = i / pixels, p = i % pixels;
     const uint64_t key = zbuf[i];
     T* o = rast + i * 4;
-    if (key == kEmptyKey) {
-        o[0] = o[1] = o[2] = o[3] = T(0);
+    o[0] = o[1] = o[2] = o[3] = T(0);
+    if (key == kEmptyKey) return;
+    const int64_t f = (int64_t)(key & 0xffffffffu);
+    // Only checked triangles write keys; this guards against a z-buffer that was not.
+    if (f >= F || !vertex_indices_valid(tri + f * 3, V)) {
+        report_status(status, kBadVertexIndex);
         return;
     }
-    const int64_t f = (int64_t)(key & 0xffffffffu);
     ClipVertex v[3];
     for (int k = 0; k < 3; ++k) v[k] = load_clip(pos + b * V * 4, tri[f * 3 + k]);
     const PixelSample s = resolve_pixel(v, (int)(p / W), (int)(p % W), H, W);
@@ -92,11 +118,12 @@ __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restr
 template <typename T>
 __global__ void raster_backward_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tri,
                                        const T* __restrict__ rast, const T* __restrict__ grad_rast,
-                                       int64_t B, int64_t V, int H, int W, T* __restrict__ grad_pos) {
+                                       int64_t B, int64_t V, int64_t F, int H, int W, SumPass pass,
+                                       FixedSums grad_pos, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int64_t pixels = (int64_t)H * W;
     if (i >= B * pixels) return;
-    const int64_t f = (int64_t)rast[i * 4 + 3] - 1;
+    const int64_t f = pixel_triangle(rast + i * 4, tri, V, F, status);
     if (f < 0) return;
     const T* g = grad_rast + i * 4;
     if (g[0] == T(0) && g[1] == T(0) && g[2] == T(0)) return;
@@ -106,18 +133,29 @@ __global__ void raster_backward_kernel(const T* __restrict__ pos, const int32_t*
     double grad[3][4];
     resolve_pixel_backward(v, (int)(p / W), (int)(p % W), H, W, g[0], g[1], g[2], grad);
     for (int k = 0; k < 3; ++k) {
-        T* gp = grad_pos + (b * V + tri[f * 3 + k]) * 4;
-        for (int c = 0; c < 4; ++c) atomicAdd(gp + c, (T)grad[k][c]);
+        const int64_t first = (b * V + tri[f * 3 + k]) * 4;
+        for (int c = 0; c < 4; ++c) scatter_add(grad_pos, pass, first + c, grad[k][c]);
     }
+}
+
+template <typename T>
+__global__ void finalize_sums_kernel(FixedSums sums, int64_t count, T* __restrict__ out) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    out[i] = sum_value<T>(sums, i);
 }
 
 template <typename T>
 __global__ void interpolate_kernel(const T* __restrict__ attr, bool attr_batched,
                                    const T* __restrict__ rast, const int32_t* __restrict__ tri,
-                                   int64_t B, int64_t V, int64_t C, int64_t pixels,
-                                   T* __restrict__ out) {
+                                   int64_t B, int64_t V, int64_t F, int64_t C, int64_t pixels,
+                                   T* __restrict__ out, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
+    if (pixel_triangle(rast + i * 4, tri, V, F, status) == kInvalidTriangle) {
+        for (int64_t c = 0; c < C; ++c) out[i * C + c] = T(0);
+        return;
+    }
     interpolate_pixel(rast + i * 4, tri, attr + (attr_batched ? (i / pixels) * V * C : 0), C, out + i * C);
 }
 
@@ -126,39 +164,48 @@ __global__ void interpolate_backward_kernel(const T* __restrict__ attr, bool att
                                             const T* __restrict__ rast,
                                             const int32_t* __restrict__ tri,
                                             const T* __restrict__ grad_out, int64_t B, int64_t V,
-                                            int64_t C, int64_t pixels, T* __restrict__ grad_attr,
-                                            T* __restrict__ grad_rast) {
+                                            int64_t F, int64_t C, int64_t pixels, SumPass pass,
+                                            FixedSums grad_attr, T* __restrict__ grad_rast,
+                                            int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
+    const bool first_pass = pass == SumPass::kRange;  // grad_rast is a gather: written once
     const T* rs = rast + i * 4;
     T* gr = grad_rast + i * 4;
-    gr[0] = gr[1] = gr[2] = gr[3] = T(0);
-    const int64_t f = (int64_t)rs[3] - 1;
+    if (first_pass) gr[0] = gr[1] = gr[2] = gr[3] = T(0);
+    const int64_t f = pixel_triangle(rs, tri, V, F, status);
     if (f < 0) return;
     const int64_t offset = attr_batched ? (i / pixels) * V * C : 0;
     const int64_t v0 = tri[f * 3 + 0], v1 = tri[f * 3 + 1], v2 = tri[f * 3 + 2];
     const T* a = attr + offset;
     const T* g = grad_out + i * C;
-    const T w[3] = {rs[0], rs[1], T(1) - rs[0] - rs[1]};
+    const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
     double g0 = 0, g1 = 0;
     for (int64_t c = 0; c < C; ++c) {
         const double a2 = a[v2 * C + c];
         g0 += (double)g[c] * ((double)a[v0 * C + c] - a2);
         g1 += (double)g[c] * ((double)a[v1 * C + c] - a2);
-        atomicAdd(grad_attr + offset + v0 * C + c, w[0] * g[c]);
-        atomicAdd(grad_attr + offset + v1 * C + c, w[1] * g[c]);
-        atomicAdd(grad_attr + offset + v2 * C + c, w[2] * g[c]);
+        scatter_add(grad_attr, pass, offset + v0 * C + c, w[0] * (double)g[c]);
+        scatter_add(grad_attr, pass, offset + v1 * C + c, w[1] * (double)g[c]);
+        scatter_add(grad_attr, pass, offset + v2 * C + c, w[2] * (double)g[c]);
     }
-    gr[0] = (T)g0;
-    gr[1] = (T)g1;
+    if (first_pass) {
+        gr[0] = (T)g0;
+        gr[1] = (T)g1;
+    }
 }
 
 template <typename T>
 __global__ void texture_kernel(const T* __restrict__ tex, bool tex_batched, const T* __restrict__ uv,
                                int64_t B, int tex_h, int tex_w, int64_t C, int64_t pixels, int mode,
-                               T* __restrict__ out) {
+                               T* __restrict__ out, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
+    if (!finite_uv(uv[i * 2], uv[i * 2 + 1])) {
+        report_status(status, kBadTexCoord);
+        for (int64_t c = 0; c < C; ++c) out[i * C + c] = T(0);
+        return;
+    }
     const T* t = tex + (tex_batched ? (i / pixels) * (int64_t)tex_h * tex_w * C : 0);
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
     double w[4];
@@ -174,9 +221,16 @@ template <typename T>
 __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batched,
                                         const T* __restrict__ uv, const T* __restrict__ grad_out,
                                         int64_t B, int tex_h, int tex_w, int64_t C, int64_t pixels,
-                                        int mode, T* __restrict__ grad_tex, T* __restrict__ grad_uv) {
+                                        int mode, SumPass pass, FixedSums grad_tex,
+                                        T* __restrict__ grad_uv, int* status) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
+    const bool first_pass = pass == SumPass::kRange;  // grad_uv is a gather: written once
+    if (!finite_uv(uv[i * 2], uv[i * 2 + 1])) {
+        report_status(status, kBadTexCoord);
+        if (first_pass) grad_uv[i * 2] = grad_uv[i * 2 + 1] = T(0);
+        return;
+    }
     const int64_t offset = tex_batched ? (i / pixels) * (int64_t)tex_h * tex_w * C : 0;
     const T* t = tex + offset;
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
@@ -187,127 +241,118 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
     double gu = 0, gv = 0;
     for (int64_t c = 0; c < C; ++c) {
         for (int k = 0; k < 4; ++k) {
-            const double texel = t[taps.index[k] * C + c];
-            gu += dwdu[k] * (double)g[c] * texel;
-            gv += dwdv[k] * (double)g[c] * texel;
-            if (w[k] != 0.0) atomicAdd(grad_tex + offset + taps.index[k] * C + c, (T)(w[k] * (double)g[c]));
+            const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
+            gu += dwdu[k] * gt;
+            gv += dwdv[k] * gt;
+            if (w[k] != 0.0) scatter_add(grad_tex, pass, offset + taps.index[k] * C + c, w[k] * (double)g[c]);
         }
     }
-    grad_uv[i * 2] = (T)gu;
-    grad_uv[i * 2 + 1] = (T)gv;
-}
-
-template <typename T>
-T* as(uintptr_t p) {
-    return reinterpret_cast<T*>(p);
+    if (first_pass) {
+        grad_uv[i * 2] = (T)gu;
+        grad_uv[i * 2 + 1] = (T)gv;
+    }
 }
 
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 template <typename T>
-void rasterize_forward_t(uintptr_t pos, uintptr_t tri, int64_t B, int64_t V, int64_t F, int H,
-                         int W, bool cull, uintptr_t zbuf, uintptr_t rast, uintptr_t stream) {
-    const int64_t pixels = (int64_t)H * W;
+void rasterize_forward_t(const RasterizeArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    cudaStream_t stream = as_stream(a.launch.stream);
+    int* status = buffer<int>(a.launch.status);
+    unsigned long long* zbuf = buffer<unsigned long long>(a.launch.scratch);
     // kEmptyKey is all ones, so a byte fill of 0xFF initialises the z-buffer.
-    cudaError_t err = cudaMemsetAsync(as<void>(zbuf), 0xFF, B * pixels * sizeof(uint64_t), as_stream(stream));
-    if (err != cudaSuccess)
-        throw std::runtime_error(std::string("cudaMemsetAsync(zbuf) failed: ") + cudaGetErrorString(err));
-    if (B * F > 0) {
-        raster_kernel<T><<<blocks_for(B * F), kThreads, 0, as_stream(stream)>>>(
-            as<const T>(pos), as<const int32_t>(tri), B, V, F, H, W, cull, as<unsigned long long>(zbuf));
+    check_call(cudaMemsetAsync(zbuf, 0xFF, a.B * pixels * kZbufBytesPerPixel, stream), "cudaMemsetAsync(zbuf)");
+    if (a.B * a.F > 0) {
+        NL_LAUNCH(raster_kernel<T>, blocks_for(a.B * a.F), kThreads, stream, buffer<const T>(a.pos),
+                  buffer<const int32_t>(a.tri), a.B, a.V, a.F, a.H, a.W, a.cull, zbuf, status);
         check_launch("raster_kernel");
     }
-    resolve_kernel<T><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-        as<const T>(pos), as<const int32_t>(tri), as<const unsigned long long>(zbuf), B, V, H, W, as<T>(rast));
+    NL_LAUNCH(resolve_kernel<T>, blocks_for(a.B * pixels), kThreads, stream, buffer<const T>(a.pos),
+              buffer<const int32_t>(a.tri), zbuf, a.B, a.V, a.F, a.H, a.W, buffer<T>(a.rast), status);
     check_launch("resolve_kernel");
+}
+
+// Zero the sums of `count` values, for at most `max_terms` terms per value.
+FixedSums start_sums(const LaunchArgs& launch, int64_t count, int64_t max_terms) {
+    check_call(cudaMemsetAsync(buffer<void>(launch.scratch), 0, count * kSumBytesPerValue,
+                               as_stream(launch.stream)), "cudaMemsetAsync(sums)");
+    return fixed_sums(launch.scratch, count, max_terms);
+}
+
+template <typename T>
+void finish_sums(const LaunchArgs& launch, const FixedSums& sums, int64_t count, T* out) {
+    NL_LAUNCH(finalize_sums_kernel<T>, blocks_for(count), kThreads, as_stream(launch.stream), sums, count, out);
+    check_launch("finalize_sums_kernel");
+}
+
+template <typename T>
+void rasterize_backward_t(const RasterizeArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W, count = a.B * a.V * 4;
+    // Per image, a vertex gets at most 3 terms a pixel (a triangle may repeat an index).
+    const FixedSums sums = start_sums(a.launch, count, 3 * pixels);
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(raster_backward_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+                  buffer<const T>(a.pos), buffer<const int32_t>(a.tri), buffer<const T>(a.rast),
+                  buffer<const T>(a.grad_rast), a.B, a.V, a.F, a.H, a.W, pass, sums,
+                  buffer<int>(a.launch.status));
+        check_launch("raster_backward_kernel");
+    }
+    finish_sums(a.launch, sums, count, buffer<T>(a.grad_pos));
+}
+
+template <typename T>
+void interpolate_forward_t(const InterpolateArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    NL_LAUNCH(interpolate_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+              buffer<const T>(a.attr), a.attr_batched, buffer<const T>(a.rast), buffer<const int32_t>(a.tri),
+              a.B, a.V, a.F, a.C, pixels, buffer<T>(a.out), buffer<int>(a.launch.status));
+    check_launch("interpolate_kernel");
+}
+
+template <typename T>
+void interpolate_backward_t(const InterpolateArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    const int64_t count = (a.attr_batched ? a.B : 1) * a.V * a.C;
+    const FixedSums sums = start_sums(a.launch, count, 3 * pixels * (a.attr_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(interpolate_backward_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+                  buffer<const T>(a.attr), a.attr_batched, buffer<const T>(a.rast),
+                  buffer<const int32_t>(a.tri), buffer<const T>(a.grad_out), a.B, a.V, a.F, a.C, pixels,
+                  pass, sums, buffer<T>(a.grad_rast), buffer<int>(a.launch.status));
+        check_launch("interpolate_backward_kernel");
+    }
+    finish_sums(a.launch, sums, count, buffer<T>(a.grad_attr));
+}
+
+template <typename T>
+void sample_texture_forward_t(const TextureArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    NL_LAUNCH(texture_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+              buffer<const T>(a.tex), a.tex_batched, buffer<const T>(a.uv), a.B, a.tex_h, a.tex_w, a.C,
+              pixels, a.mode, buffer<T>(a.out), buffer<int>(a.launch.status));
+    check_launch("texture_kernel");
+}
+
+template <typename T>
+void sample_texture_backward_t(const TextureArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    const int64_t count = (a.tex_batched ? a.B : 1) * (int64_t)a.tex_h * a.tex_w * a.C;
+    // Up to 4 taps a pixel, all on one texel when the texture is 1 x 1.
+    const FixedSums sums = start_sums(a.launch, count, 4 * pixels * (a.tex_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(texture_backward_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+                  buffer<const T>(a.tex), a.tex_batched, buffer<const T>(a.uv), buffer<const T>(a.grad_out),
+                  a.B, a.tex_h, a.tex_w, a.C, pixels, a.mode, pass, sums, buffer<T>(a.grad_uv),
+                  buffer<int>(a.launch.status));
+        check_launch("texture_backward_kernel");
+    }
+    finish_sums(a.launch, sums, count, buffer<T>(a.grad_tex));
 }
 
 }  // namespace
 
-void rasterize_forward(bool f64, uintptr_t pos, uintptr_t tri, int64_t B, int64_t V, int64_t F,
-                       int H, int W, bool cull, uintptr_t zbuf, uintptr_t rast, uintptr_t stream) {
-    if (f64)
-        rasterize_forward_t<double>(pos, tri, B, V, F, H, W, cull, zbuf, rast, stream);
-    else
-        rasterize_forward_t<float>(pos, tri, B, V, F, H, W, cull, zbuf, rast, stream);
-}
-
-void rasterize_backward(bool f64, uintptr_t pos, uintptr_t tri, uintptr_t rast,
-                        uintptr_t grad_rast, int64_t B, int64_t V, int H, int W,
-                        uintptr_t grad_pos, uintptr_t stream) {
-    const int64_t n = B * (int64_t)H * W;
-    if (f64)
-        raster_backward_kernel<double><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
-            as<const double>(pos), as<const int32_t>(tri), as<const double>(rast),
-            as<const double>(grad_rast), B, V, H, W, as<double>(grad_pos));
-    else
-        raster_backward_kernel<float><<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(
-            as<const float>(pos), as<const int32_t>(tri), as<const float>(rast),
-            as<const float>(grad_rast), B, V, H, W, as<float>(grad_pos));
-    check_launch("raster_backward_kernel");
-}
-
-void interpolate_forward(bool f64, uintptr_t attr, bool attr_batched, uintptr_t rast,
-                         uintptr_t tri, int64_t B, int64_t V, int64_t C, int H, int W,
-                         uintptr_t out, uintptr_t stream) {
-    const int64_t pixels = (int64_t)H * W;
-    if (f64)
-        interpolate_kernel<double><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const double>(attr), attr_batched, as<const double>(rast), as<const int32_t>(tri), B, V,
-            C, pixels, as<double>(out));
-    else
-        interpolate_kernel<float><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const float>(attr), attr_batched, as<const float>(rast), as<const int32_t>(tri), B, V, C,
-            pixels, as<float>(out));
-    check_launch("interpolate_kernel");
-}
-
-void interpolate_backward(bool f64, uintptr_t attr, bool attr_batched, uintptr_t rast,
-                          uintptr_t tri, uintptr_t grad_out, int64_t B, int64_t V, int64_t C,
-                          int H, int W, uintptr_t grad_attr, uintptr_t grad_rast,
-                          uintptr_t stream) {
-    const int64_t pixels = (int64_t)H * W;
-    if (f64)
-        interpolate_backward_kernel<double><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const double>(attr), attr_batched, as<const double>(rast), as<const int32_t>(tri),
-            as<const double>(grad_out), B, V, C, pixels, as<double>(grad_attr), as<double>(grad_rast));
-    else
-        interpolate_backward_kernel<float><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const float>(attr), attr_batched, as<const float>(rast), as<const int32_t>(tri),
-            as<const float>(grad_out), B, V, C, pixels, as<float>(grad_attr), as<float>(grad_rast));
-    check_launch("interpolate_backward_kernel");
-}
-
-void sample_texture_forward(bool f64, uintptr_t tex, bool tex_batched, uintptr_t uv, int64_t B,
-                            int tex_h, int tex_w, int64_t C, int H, int W, int mode,
-                            uintptr_t out, uintptr_t stream) {
-    const int64_t pixels = (int64_t)H * W;
-    if (f64)
-        texture_kernel<double><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const double>(tex), tex_batched, as<const double>(uv), B, tex_h, tex_w, C, pixels, mode,
-            as<double>(out));
-    else
-        texture_kernel<float><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const float>(tex), tex_batched, as<const float>(uv), B, tex_h, tex_w, C, pixels, mode,
-            as<float>(out));
-    check_launch("texture_kernel");
-}
-
-void sample_texture_backward(bool f64, uintptr_t tex, bool tex_batched, uintptr_t uv,
-                             uintptr_t grad_out, int64_t B, int tex_h, int tex_w, int64_t C,
-                             int H, int W, int mode, uintptr_t grad_tex, uintptr_t grad_uv,
-                             uintptr_t stream) {
-    const int64_t pixels = (int64_t)H * W;
-    if (f64)
-        texture_backward_kernel<double><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const double>(tex), tex_batched, as<const double>(uv), as<const double>(grad_out), B,
-            tex_h, tex_w, C, pixels, mode, as<double>(grad_tex), as<double>(grad_uv));
-    else
-        texture_backward_kernel<float><<<blocks_for(B * pixels), kThreads, 0, as_stream(stream)>>>(
-            as<const float>(tex), tex_batched, as<const float>(uv), as<const float>(grad_out), B,
-            tex_h, tex_w, C, pixels, mode, as<float>(grad_tex), as<float>(grad_uv));
-    check_launch("texture_backward_kernel");
-}
+NL3DMM_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cuda
 }  // namespace nl3dmm

@@ -6,7 +6,7 @@ they never build autograd graphs (engine/render/ops.py wraps them in autograd Fu
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -55,3 +55,139 @@ def empty_or(out: Optional[torch.Tensor], shape: tuple[int, ...], like: torch.Te
         raise ValueError(f"out must be a contiguous {like.dtype} tensor of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     return out
+
+
+class ExtensionBackend(Backend):
+    """The backends whose kernels live in the compiled extension nl3dmm._C (csrc/): the CPU
+    ones (module nl3dmm._C) and the CUDA ones (nl3dmm._C.cuda). Both take the same keyword
+    arguments, which csrc/bindings.cpp turns into one argument struct per op
+    (csrc/render_args.h), so allocating outputs and launching is written once, here.
+
+    Subclasses say where the kernels are (`_kernels`), which devices they accept (`_require`),
+    whether the kernels need scratch (`needs_scratch`) and the launch stream (`_stream`).
+    Every kernel writes every element of its outputs, so none is zero-filled first.
+    """
+
+    needs_scratch = False
+
+    def _kernels(self) -> Any:
+        raise NotImplementedError
+
+    def _require(self, **tensors: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _stream(self, like: torch.Tensor) -> int:
+        return 0
+
+    def _output(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def _scratch(self, nbytes: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+        if not self.needs_scratch or nbytes == 0:
+            return None
+        return torch.empty((nbytes + 7) // 8, dtype=torch.int64, device=like.device)
+
+    def _launch(self, op: str, like: torch.Tensor, zbuf_pixels: int = 0, sums: int = 0,
+                **args: Any) -> None:
+        """Call kernel `op`; raise if it reported bad indices. zbuf_pixels and sums size the
+        scratch (z-buffer keys, fixed-point gradient sums)."""
+        ext = _extension()
+        status = torch.zeros(1, dtype=torch.int32, device=like.device)
+        scratch = self._scratch(zbuf_pixels * ext.ZBUF_BYTES_PER_PIXEL + sums * ext.SUM_BYTES_PER_VALUE, like)
+        if scratch is not None:
+            args["scratch"] = scratch
+        self._call(op, like, status=status, **args)
+        self._check_status(status, op)
+
+    def _call(self, op: str, like: torch.Tensor, **args: Any) -> None:
+        """The call itself: tensors go by address, with the launch stream."""
+        kwargs = {k: (v.data_ptr() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+        getattr(self._kernels(), op)(**kwargs, stream=self._stream(like))
+
+    def _check_status(self, status: torch.Tensor, op: str) -> None:
+        bits = int(status.item())
+        if bits:
+            raise ValueError(describe_status(bits, op))
+
+    def rasterize(self, pos, tri, height, width, cull_backfaces, out=None):
+        self._require(pos=pos, tri=tri)
+        B, V, _ = pos.shape
+        rast = empty_or(out, (B, height, width, 4), pos)
+        self._launch("rasterize_forward", pos, zbuf_pixels=B * height * width,
+                     f64=_is_f64(pos), pos=pos, tri=tri, B=B, V=V, F=tri.shape[0], H=height, W=width,
+                     cull=bool(cull_backfaces), rast=rast)
+        return rast
+
+    def rasterize_backward(self, pos, tri, rast, grad_rast):
+        self._require(pos=pos, tri=tri, rast=rast, grad_rast=grad_rast)
+        B, V, _ = pos.shape
+        _, H, W, _ = rast.shape
+        grad_pos = self._output(tuple(pos.shape), pos)
+        self._launch("rasterize_backward", pos, sums=grad_pos.numel(),
+                     f64=_is_f64(pos), pos=pos, tri=tri, B=B, V=V, F=tri.shape[0], H=H, W=W,
+                     rast=rast, grad_rast=grad_rast, grad_pos=grad_pos)
+        return grad_pos
+
+    def interpolate(self, attr, attr_batched, rast, tri, out=None):
+        self._require(attr=attr, rast=rast, tri=tri)
+        B, H, W, _ = rast.shape
+        _, V, C = attr.shape
+        result = empty_or(out, (B, H, W, C), rast)
+        self._launch("interpolate_forward", rast, f64=_is_f64(rast), attr=attr, attr_batched=attr_batched,
+                     rast=rast, tri=tri, B=B, V=V, F=tri.shape[0], C=C, H=H, W=W, out=result)
+        return result
+
+    def interpolate_backward(self, attr, attr_batched, rast, tri, grad_out):
+        self._require(attr=attr, rast=rast, tri=tri, grad_out=grad_out)
+        B, H, W, _ = rast.shape
+        _, V, C = attr.shape
+        grad_attr = self._output(tuple(attr.shape), attr)
+        grad_rast = self._output(tuple(rast.shape), rast)
+        self._launch("interpolate_backward", rast, sums=grad_attr.numel(),
+                     f64=_is_f64(rast), attr=attr, attr_batched=attr_batched, rast=rast, tri=tri, B=B,
+                     V=V, F=tri.shape[0], C=C, H=H, W=W, grad_out=grad_out, grad_attr=grad_attr,
+                     grad_rast=grad_rast)
+        return grad_attr, grad_rast
+
+    def sample_texture(self, tex, tex_batched, uv, boundary, out=None):
+        self._require(tex=tex, uv=uv)
+        B, H, W, _ = uv.shape
+        _, Ht, Wt, C = tex.shape
+        result = empty_or(out, (B, H, W, C), uv)
+        self._launch("sample_texture_forward", uv, f64=_is_f64(uv), tex=tex, tex_batched=tex_batched,
+                     uv=uv, B=B, tex_h=Ht, tex_w=Wt, C=C, H=H, W=W, mode=BOUNDARY_CODES[boundary],
+                     out=result)
+        return result
+
+    def sample_texture_backward(self, tex, tex_batched, uv, boundary, grad_out):
+        self._require(tex=tex, uv=uv, grad_out=grad_out)
+        B, H, W, _ = uv.shape
+        _, Ht, Wt, C = tex.shape
+        grad_tex = self._output(tuple(tex.shape), tex)
+        grad_uv = self._output(tuple(uv.shape), uv)
+        self._launch("sample_texture_backward", uv, sums=grad_tex.numel(),
+                     f64=_is_f64(uv), tex=tex, tex_batched=tex_batched, uv=uv, B=B, tex_h=Ht,
+                     tex_w=Wt, C=C, H=H, W=W, mode=BOUNDARY_CODES[boundary], grad_out=grad_out,
+                     grad_tex=grad_tex, grad_uv=grad_uv)
+        return grad_tex, grad_uv
+
+
+def _is_f64(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float64
+
+
+def _extension() -> Any:
+    from nl3dmm import _C  # only reached once a backend has found the extension
+    return _C
+
+
+def describe_status(bits: int, op: str) -> str:
+    """The ValueError message for a kernel's status bits (csrc/render_args.h)."""
+    ext = _extension()
+    known = ((ext.STATUS_BAD_VERTEX_INDEX, "tri holds a vertex index outside 0..V-1"),
+             (ext.STATUS_BAD_TRIANGLE_ID, "rast[..., 3] holds a value that is not a triangle id 0..F (0 = empty)"),
+             (ext.STATUS_BAD_TEX_COORD, "uv holds NaN or Inf"))
+    problems = [text for bit, text in known if bits & bit] or [f"status bits {bits:#x}"]
+    return (f"{op}: {'; '.join(problems)}. The inputs passed validation earlier, so they were "
+            "changed in place behind torch's back (for example through .numpy() or .data); "
+            "the kernel skipped those elements instead of reading out of bounds")

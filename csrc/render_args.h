@@ -1,0 +1,105 @@
+// One argument struct per op, shared by the CPU (csrc/cpu) and CUDA (csrc/cuda) entry points
+// and filled in one place (csrc/bindings.cpp), as nvdiffrast does with its *KernelParams.
+//
+// Buffers are addresses of caller-owned, contiguous memory: host memory for the CPU kernels,
+// device memory for the CUDA kernels. `f64` picks double over float for every floating-point
+// buffer; index buffers are int32. A field that an entry point does not use stays 0 (the
+// backward fields in a forward call, `scratch` and `stream` on the CPU).
+#pragma once
+
+#include <cstdint>
+
+namespace nl3dmm {
+
+// What a kernel ORs into the caller's int32 `status` word when it meets an index it refuses to
+// follow (the element is then skipped or zeroed, never read out of bounds). The Python layer
+// validates inputs first, so a set bit means a buffer changed behind its back (for example a
+// write through `.numpy()`, which torch's version counter does not see).
+enum StatusBits : int32_t {
+    kBadVertexIndex = 1,  // tri holds an index outside 0..V-1
+    kBadTriangleId = 2,   // rast[..., 3] is not a triangle id in 0..F (0 = empty pixel)
+    kBadTexCoord = 4,     // uv holds NaN or Inf
+};
+
+// Scratch the CUDA entry points need (render_cuda.h says which call needs which).
+constexpr int64_t kZbufBytesPerPixel = 8;  // one packed depth|id key
+constexpr int64_t kSumBytesPerValue = 24;  // one fixed-point sum (csrc/cuda/fixed_point.h)
+
+// Every op's launch context.
+struct LaunchArgs {
+    uintptr_t status = 0;   // int32, zeroed by the caller; see StatusBits
+    uintptr_t scratch = 0;  // CUDA only: scratch of scratch_bytes(...) bytes (z-buffer, sums)
+    uintptr_t stream = 0;   // CUDA only: cudaStream_t (torch.cuda.current_stream().cuda_stream)
+};
+
+struct RasterizeArgs {
+    bool f64 = false;
+    uintptr_t pos = 0;  // (B, V, 4) clip-space positions
+    uintptr_t tri = 0;  // (F, 3) vertex indices
+    int64_t B = 0, V = 0, F = 0;
+    int H = 0, W = 0;
+    bool cull = false;
+    uintptr_t rast = 0;       // (B, H, W, 4): forward output, backward input
+    uintptr_t grad_rast = 0;  // backward input, like rast
+    uintptr_t grad_pos = 0;   // backward output, like pos
+    LaunchArgs launch;
+};
+
+struct InterpolateArgs {
+    bool f64 = false;
+    uintptr_t attr = 0;  // (B, V, C) per image, or (1, V, C) shared
+    bool attr_batched = false;
+    uintptr_t rast = 0;  // (B, H, W, 4)
+    uintptr_t tri = 0;   // (F, 3)
+    int64_t B = 0, V = 0, F = 0, C = 0;
+    int H = 0, W = 0;
+    uintptr_t out = 0;        // (B, H, W, C) forward output
+    uintptr_t grad_out = 0;   // backward input, like out
+    uintptr_t grad_attr = 0;  // backward output, like attr
+    uintptr_t grad_rast = 0;  // backward output, like rast (channels 2 and 3 are zero)
+    LaunchArgs launch;
+};
+
+struct TextureArgs {
+    bool f64 = false;
+    uintptr_t tex = 0;  // (B, Ht, Wt, C) per image, or (1, Ht, Wt, C) shared
+    bool tex_batched = false;
+    uintptr_t uv = 0;  // (B, H, W, 2)
+    int64_t B = 0, C = 0;
+    int tex_h = 0, tex_w = 0, H = 0, W = 0;
+    int mode = 0;             // BoundaryMode (render_math.h)
+    uintptr_t out = 0;        // (B, H, W, C) forward output
+    uintptr_t grad_out = 0;   // backward input, like out
+    uintptr_t grad_tex = 0;   // backward output, like tex
+    uintptr_t grad_uv = 0;    // backward output, like uv
+    LaunchArgs launch;
+};
+
+// Defines a backend's six entry points, each calling its <op>_t<double> or <op>_t<float>
+// implementation as args.f64 says (csrc/cpu and csrc/cuda both end with it).
+#define NL3DMM_ENTRY_POINTS_BY_PRECISION                                                          \
+    void rasterize_forward(const RasterizeArgs& a) {                                              \
+        a.f64 ? rasterize_forward_t<double>(a) : rasterize_forward_t<float>(a);                   \
+    }                                                                                             \
+    void rasterize_backward(const RasterizeArgs& a) {                                             \
+        a.f64 ? rasterize_backward_t<double>(a) : rasterize_backward_t<float>(a);                 \
+    }                                                                                             \
+    void interpolate_forward(const InterpolateArgs& a) {                                          \
+        a.f64 ? interpolate_forward_t<double>(a) : interpolate_forward_t<float>(a);               \
+    }                                                                                             \
+    void interpolate_backward(const InterpolateArgs& a) {                                         \
+        a.f64 ? interpolate_backward_t<double>(a) : interpolate_backward_t<float>(a);             \
+    }                                                                                             \
+    void sample_texture_forward(const TextureArgs& a) {                                           \
+        a.f64 ? sample_texture_forward_t<double>(a) : sample_texture_forward_t<float>(a);         \
+    }                                                                                             \
+    void sample_texture_backward(const TextureArgs& a) {                                          \
+        a.f64 ? sample_texture_backward_t<double>(a) : sample_texture_backward_t<float>(a);       \
+    }
+
+template <typename T>
+inline T* buffer(uintptr_t address) {
+    return reinterpret_cast<T*>(address);
+}
+
+}  // namespace nl3dmm
