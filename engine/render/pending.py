@@ -37,6 +37,8 @@ SLOTS = {
     ("interpolate", "rast"): "holds NaN/Inf or ids that are not 0..F (was it made by rasterize with this tri?)",
     ("sample_texture", "tex"): "contains NaN or Inf",
     ("sample_texture", "uv"): "contains NaN or Inf",
+    # The C++/CUDA kernels' own index checks (csrc/index_checks.h), for when validation was bypassed.
+    ("kernel", "indices"): "met a vertex index, raster id or uv it could not use (the element was skipped)",
 }
 _INDEX = {slot: i for i, slot in enumerate(SLOTS)}
 
