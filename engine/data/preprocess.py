@@ -320,11 +320,15 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
 
 
 def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: PreprocessSettings, workers: int,
-              progress: bool, log: Callable[[str], None], initial: int) -> None:
+              progress: bool, log: Callable[[str], None], initial: int,
+              build: Callable = build_shard, desc: str = "preprocess") -> None:
+    """Run shard jobs (anything with `.sources`, made into a ShardResult by `build`, a top-level
+    function so that 'spawn' workers can import it) one by one or in worker processes, with a
+    progress bar counting `settings.records_per_source` records per source."""
     from tqdm import tqdm
 
     expected = initial + sum(len(j.sources) for j in jobs) * settings.records_per_source
-    bar = tqdm(total=expected, initial=initial, unit="img", desc="preprocess", disable=not progress,
+    bar = tqdm(total=expected, initial=initial, unit="img", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
 
     skipped = [0]
@@ -347,7 +351,7 @@ def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: Preproc
             _WORKER["queue"] = on_event
             try:
                 for job in jobs:
-                    finished(build_shard(job))
+                    finished(build(job))
             finally:
                 _WORKER.pop("queue", None)
             return
@@ -357,7 +361,7 @@ def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: Preproc
         threads = max(1, (os.cpu_count() or 1) // count)
         with ProcessPoolExecutor(count, mp_context=context, initializer=_init_worker,
                                  initargs=(events, threads)) as pool:
-            pending = {pool.submit(build_shard, job) for job in jobs}
+            pending = {pool.submit(build, job) for job in jobs}
             while pending:
                 ready, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(events, on_event)
