@@ -251,6 +251,31 @@ def _open_manifest(out: Path, settings: PreprocessSettings, digest: str, sources
     return new_manifest({**asdict(settings), "digest": digest}, sources_info, notes)
 
 
+def _reusable_shard(out: Path, index: int, digest: str, sources: list, log: Callable[[str], None]
+                    ) -> ShardResult | None:
+    """Shard `index` of `out` when its folder is whole and was made from `sources` with the
+    settings of `digest` (keep it); None when it must be (re)built (a leftover is named)."""
+    folder = out / shard_name(index)
+    if not folder.exists():
+        return None
+    problem = shard_problem(folder)
+    info = read_shard_info(folder) if problem is None else {}
+    if problem is None and info.get("settings_digest") == digest and info.get("sources") == sources:
+        return ShardResult(index, info["count"], len(sources), info.get("skipped", []))
+    log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
+    return None
+
+
+def _record_kept(manifest: dict, out: Path, kept: list[ShardResult], shards: int, log: Callable[[str], None]) -> None:
+    """Put the shards kept from an earlier run on record in a manifest marked incomplete."""
+    for result in kept:
+        _finish_entry(manifest, result)
+    manifest["complete"] = False
+    write_manifest(out, manifest)
+    if kept:
+        log(f"resuming: {len(kept)} of {shards} shards already complete")
+
+
 def _finish_entry(manifest: dict, result: ShardResult) -> None:
     manifest["shards"] = [s for s in manifest["shards"] if s["index"] != result.index]
     manifest["shards"].append({"index": result.index, "name": shard_name(result.index), "count": result.count,
@@ -290,22 +315,12 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
         jobs, done = [], []
         for index in range((len(relative) + k - 1) // k):
             planned = list(enumerate(relative))[index * k:(index + 1) * k]
-            folder = out / shard_name(index)
-            if folder.exists():
-                problem = shard_problem(folder)
-                info = read_shard_info(folder) if problem is None else {}
-                if problem is None and info.get("settings_digest") == digest and \
-                        info.get("sources") == [rel for _, rel in planned]:
-                    done.append(ShardResult(index, info["count"], len(planned), info.get("skipped", [])))
-                    continue
-                log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
-            jobs.append(ShardJob(index, str(out), str(src), planned, settings, digest))
-        for result in done:
-            _finish_entry(manifest, result)
-        manifest["complete"] = False
-        write_manifest(out, manifest)
-        if done:
-            log(f"resuming: {len(done)} of {len(done) + len(jobs)} shards already complete")
+            kept = _reusable_shard(out, index, digest, [rel for _, rel in planned], log)
+            if kept is not None:
+                done.append(kept)
+            else:
+                jobs.append(ShardJob(index, str(out), str(src), planned, settings, digest))
+        _record_kept(manifest, out, done, len(done) + len(jobs), log)
         _run_jobs(jobs, manifest, out, settings, workers, progress, log,
                   initial=sum(r.count for r in done))
         total = sum(s["count"] for s in manifest["shards"])

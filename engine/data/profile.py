@@ -25,10 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from .preprocess import ShardResult, _WORKER, _finish_entry, _lock, _report, _run_jobs
+from .preprocess import ShardResult, _WORKER, _lock, _record_kept, _report, _reusable_shard, _run_jobs
 from .profile_views import GRAZING_DEGREES, FaceProfiler, sample_poses
-from .store import (FIELDS, MANIFEST, REQUIRED_FIELDS, StoreError, new_manifest, read_manifest, read_shard_info,
-                    remove_temporaries, shard_name, shard_problem, write_manifest, write_shard)
+from .store import (FIELDS, MANIFEST, REQUIRED_FIELDS, StoreError, new_manifest, read_manifest, remove_temporaries,
+                    write_manifest, write_shard)
 
 
 STORED_FIELDS = REQUIRED_FIELDS + ["landmark_visible"]
@@ -214,21 +214,12 @@ def profile(src: str | Path, out: str | Path, settings: ProfileSettings = Profil
         jobs, done = [], []
         for index in range((count + k - 1) // k):
             planned = list(range(index * k, min((index + 1) * k, count)))
-            folder = out / shard_name(index)
-            if folder.exists():
-                problem = shard_problem(folder)
-                info = read_shard_info(folder) if problem is None else {}
-                if problem is None and info.get("settings_digest") == digest and info.get("sources") == planned:
-                    done.append(ShardResult(index, info["count"], len(planned), info.get("skipped", [])))
-                    continue
-                log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
-            jobs.append(ProfileJob(index, str(out), str(src), planned, settings, digest))
-        for result in done:
-            _finish_entry(manifest, result)
-        manifest["complete"] = False
-        write_manifest(out, manifest)
-        if done:
-            log(f"resuming: {len(done)} of {len(done) + len(jobs)} shards already complete")
+            kept = _reusable_shard(out, index, digest, planned, log)
+            if kept is not None:
+                done.append(kept)
+            else:
+                jobs.append(ProfileJob(index, str(out), str(src), planned, settings, digest))
+        _record_kept(manifest, out, done, len(done) + len(jobs), log)
         _run_jobs(jobs, manifest, out, settings, workers, progress, log, initial=sum(r.count for r in done),
                   build=build_profile_shard, desc="profile")
         total = sum(s["count"] for s in manifest["shards"])

@@ -135,6 +135,12 @@ def fill_texture(texture: np.ndarray, known: np.ndarray) -> np.ndarray:
     return mirrored[rows, cols]
 
 
+def _landmark_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre and larger side of the box of (68, 2) points: what the crop rule (crop.py) uses."""
+    lo, hi = points.min(0), points.max(0)
+    return (lo + hi) / 2, float((hi - lo).max())
+
+
 @dataclass
 class ProfiledViews:
     """Views of one crop, first axis = view. Arrays as the store keeps them except m (float64)."""
@@ -181,11 +187,10 @@ class FaceProfiler:
         turned[3] = self.centre @ M[:3] + M[3] - self.centre @ turned[:3]  # the centre stays put
         m_turned = turned.reshape(-1)
         points = self.vertices[self.landmark_ids]
-        before, after = project_m(points, m, size), project_m(points, m_turned, size)
-        extent = lambda p: (p.max(0) - p.min(0)).max()
-        centre = lambda p: (p.max(0) + p.min(0)) / 2
-        side = size * extent(after) / extent(before) * pose.scale
-        middle = size / 2 + centre(after) - centre(before) + np.array(pose.shift[::-1]) * side / size
+        (centre_before, extent_before), (centre_after, extent_after) = (
+            _landmark_box(project_m(points, camera, size)) for camera in (m, m_turned))
+        side = size * extent_after / extent_before * pose.scale
+        middle = size / 2 + centre_after - centre_before + np.array(pose.shift[::-1]) * side / size
         left, top = middle - side / 2
         m_view = resize_m(crop_m(m_turned, top, left, size, side), (side, side), (size, size))
         return m_view, m_turned, (float(top), float(left), float(side))
