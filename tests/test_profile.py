@@ -30,7 +30,7 @@ from nl3dmm.data.profile_views import (FaceProfiler, ViewPose, camera_pose, mirr
 from nl3dmm.data.store import StoreError, new_manifest, shard_name, shard_problem, write_manifest, write_shard
 from nl3dmm.face.camera import image_to_clip, pose_para_to_m, pose_rotation, project_m, project_m_with_depth, project_pose_para
 from nl3dmm.training.config import make_config
-from nl3dmm.training.loop import train
+from nl3dmm.training.loop import open_training_data, train
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +161,13 @@ def _mini_store(root, store, indices) -> None:
 def profiled(tmp_path_factory, store):
     root = tmp_path_factory.mktemp("profile")
     rng = np.random.default_rng()
-    indices = sorted(rng.choice(len(store), 3, replace=False).tolist())
+    names = store.sources()
+    first = int(rng.integers(len(store)))
+    other = [i for i in range(len(store)) if names[i] != names[first]]   # two different photos
+    indices = sorted([first, int(rng.choice(other))])
     print(f"source samples {indices}")
     _mini_store(root / "src", store, indices)
-    settings = ProfileSettings(views=2, shard_size=2, seed=int(rng.integers(1 << 30)))
+    settings = ProfileSettings(views=1, shard_size=1, seed=int(rng.integers(1 << 30)))
     manifest = profile(root / "src", root / "out", settings, workers=1, progress=False)
     return root, settings, manifest
 
@@ -172,7 +175,7 @@ def profiled(tmp_path_factory, store):
 def test_store_layout_counts_and_resume(profiled):
     root, settings, manifest = profiled
     out = root / "out"
-    assert manifest["complete"] and manifest["counts"]["samples"] == 3 * 3 and manifest["counts"]["views"] == 6
+    assert manifest["complete"] and manifest["counts"]["samples"] == 2 * 2 and manifest["counts"]["views"] == 2
     assert "masked" in manifest["notes"]["unseen_regions"]
     assert all(shard_problem(out / s["name"]) is None for s in manifest["shards"])
     data = TrainingStore(out)
@@ -189,7 +192,7 @@ def test_store_layout_counts_and_resume(profiled):
     assert any("rebuilding shard-00001" in line for line in logs)
     assert np.array_equal(np.load(out / "shard-00001" / "image.npy"), before)
     with pytest.raises(StoreError, match="other settings"):
-        profile(root / "src", out, ProfileSettings(views=3, shard_size=2), workers=1, progress=False)
+        profile(root / "src", out, ProfileSettings(views=2, shard_size=1), workers=1, progress=False)
 
 
 def test_every_view_passes_read_sample_validation(profiled, tmp_path):
@@ -208,12 +211,24 @@ def test_every_view_passes_read_sample_validation(profiled, tmp_path):
         assert np.allclose(read.landmarks, sample["landmarks"], atol=1e-4)
         assert sample["landmark_visible"].dtype == bool and sample["landmark_visible"].any()
         assert (sample["texture"][~sample["texture_mask"]] == 0).all()
-        views = json.loads((root / "out" / shard_name(0) / "shard.json").read_text())["views"]
-        assert views[0]["view"] == 0
-        if i % 3:   # a view (not the source copy): its Pose_Para is its own camera
+        if i % 2:   # a view (not the source copy): its Pose_Para is its own camera
             assert np.allclose(read.m, sample["m"], rtol=1e-5, atol=1e-4 * np.abs(sample["m"]).max())
+    described = json.loads((root / "out" / shard_name(0) / "shard.json").read_text())["views"]
+    assert [d["view"] for d in described] == [0, 1] and 0 <= described[1]["filled"] <= 1
 
 
+def test_profiled_store_loads_as_training_data_and_holds_views_out_with_their_photo(profiled):
+    root, _, _ = profiled
+    data = open_training_data(str(root / "out"))
+    batch = data.get(np.arange(len(data)))
+    assert len(data) == 4 and set(batch) >= {"image", "m", "landmarks", "texture", "texture_mask"}
+    assert batch["image"].shape == (4, 224, 224, 3) and batch["m"].shape == (4, 8)
+    photo = TrainingStore(root / "src").sources()[0].rsplit("/", 1)[-1]
+    rest = open_training_data(str(root / "out"), exclude=photo)
+    assert len(rest) == 2 and rest.excluded == 2, "a held-out photo must take its views along"
+
+
+@pytest.mark.slow
 def test_profiled_store_trains(profiled, tmp_path):
     root, _, _ = profiled
     summary = train(make_config("tiny", data=str(root / "out"), steps=1, out=str(tmp_path / "run")))
