@@ -253,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                     "are left out of texture_mask (or, with --mirror, mirrored from the other side). Same store "
                     "format as preprocess; re-running resumes.")
     prof.add_argument("src", help="training store to profile (e.g. made by nl3dmm preprocess)")
-    prof.add_argument("out", help="output store folder (created; must be empty or a store made with the same arguments)")
+    prof.add_argument("out", help="output store folder (created; must be empty or a store made with the same "
+                                  "arguments)")
     prof.add_argument("--views", type=int, default=10, help="new views per source sample (default: %(default)s)")
-    prof.add_argument("--max-yaw", type=float, default=90.0, help="largest |yaw| of a view, degrees (default: %(default)s)")
+    prof.add_argument("--max-yaw", type=float, default=90.0,
+                      help="largest |yaw| of a view, degrees (default: %(default)s)")
     prof.add_argument("--max-pitch", type=float, default=10.0,
                       help="pitch changes of up to this many degrees (default: %(default)s)")
     prof.add_argument("--max-roll", type=float, default=10.0,

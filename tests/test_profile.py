@@ -25,10 +25,11 @@ from nl3dmm.cli import main
 from nl3dmm.data import default_store, read_sample
 from nl3dmm.data.loader import TrainingStore
 from nl3dmm.data.profile import ProfileSettings, profile
-from nl3dmm.data.profile_views import (FaceProfiler, ViewPose, camera_pose, mirror_texels, rotation_angles, sample_poses,
-                                       source_pose)
+from nl3dmm.data.profile_views import (FaceProfiler, ViewPose, camera_pose, mirror_texels, rotation_angles,
+                                       sample_poses, source_pose)
 from nl3dmm.data.store import StoreError, new_manifest, shard_name, shard_problem, write_manifest, write_shard
-from nl3dmm.face.camera import image_to_clip, pose_para_to_m, pose_rotation, project_m, project_m_with_depth, project_pose_para
+from nl3dmm.face.camera import (image_to_clip, pose_para_to_m, pose_rotation, project_m, project_m_with_depth,
+                                project_pose_para)
 from nl3dmm.training.config import make_config
 from nl3dmm.training.loop import open_training_data, train
 
@@ -127,7 +128,8 @@ def test_never_seen_texels_are_masked_or_mirrored_not_invented(store, profiler, 
     assert (views.texture[0][~mask] == 0).all()
     assert np.array_equal(views.texture[0][mask], sample["texture"][mask])
     assert views.filled[0] > 0.02, f"a turned-past-frontal view drew only {views.filled[0]:.3f} from unseen texels"
-    mirrored = FaceProfiler(mirror=True)(sample["image"], sample["m"], sample["texture"], sample["texture_mask"], [pose])
+    mirrored = FaceProfiler(mirror=True)(sample["image"], sample["m"], sample["texture"], sample["texture_mask"],
+                                         [pose])
     _, known = mirror_texels(sample["texture"], seen)
     extra = mirrored.texture_mask[0] & ~seen
     assert extra.any() and not (mirrored.texture_mask[0] & ~known).any()

@@ -130,8 +130,8 @@ def build_profile_shard(job: ProfileJob) -> ShardResult:
         records += made
         described += [{"record": names[index], "source_index": index, **note} for note in notes]
         _report("done", len(made))
-    arrays = {name: np.array([r[name] for r in records], FIELDS[name].dtype).reshape((len(records),) + FIELDS[name].shape)
-              for name in STORED_FIELDS}
+    arrays = {name: np.array([r[name] for r in records], FIELDS[name].dtype).reshape(
+        (len(records),) + FIELDS[name].shape) for name in STORED_FIELDS}
     info = {"settings_digest": job.digest, "sources": job.sources, "records": [d["record"] for d in described],
             "views": described, "skipped": skipped}
     write_shard(job.store, job.index, arrays, info, compress=job.settings.compress)

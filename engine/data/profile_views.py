@@ -14,19 +14,21 @@ This is 3DDFA's "face profiling" (the way 300W-LP was made from 300-W) with our 
 3. Face. The mesh (the paper mesh's mean shape: the geometry the store's pseudo textures were
    unwrapped with) is rendered with the crop's pseudo texture through m of the view
    (rasterize -> interpolate -> sample_texture, back faces culled).
-4. Background: the crop warped by a grid mesh. A (grid + 1)^2 lattice covers the crop; each
-   lattice point that the face covers in the crop is attached to the surface point it shows
-   and moves with it in 3-D (so the old face lands under the new face); every other point
-   moves by the face's motion interpolated from the attached points (inverse distance^4),
-   faded to 0 at the crop border, so the border stays put and hair, ears and neck follow the
-   head. The lattice, its triangles textured by the crop, is drawn with the same rasterizer
-   (nearest wins where it folds) and the face is drawn over it.
+4. Background: the crop warped by a grid mesh. The crop is padded by half its size on every
+   side by reflection (a view's window may reach past the crop) and a lattice of 7 px cells
+   covers it; each lattice point that the face covers in the crop is attached to the surface
+   point it shows and moves with it in 3-D (so the old face lands under the new face); every
+   other point moves by the face's motion interpolated from the attached points (inverse
+   distance^4), faded to 0 at the padded border, so the border stays put and hair, ears and
+   neck follow the head. The lattice, its triangles textured by the padded crop, is drawn with
+   the same rasterizer (nearest wins where it folds) and the face is drawn over it.
 5. Labels. m of the view; the 68 landmarks projected from the landmark vertices through it;
    their visibility (the vertex is the surface seen at its pixel); Pose_Para of the view in its
    own frame (`pose_para_to_m(pose_para) == m`: the view is its own photo); the texture target.
 
 Regions the photo never showed. The pseudo texture is known only where the crop showed the
-face (`texture_mask`). To draw the view, an unknown texel takes the colour of its mirror texel
+face (`texture_mask`), squarely enough (texels seen more obliquely than GRAZING_DEGREES are
+smeared and, with the mean shape standing in for the face, often background). To draw the view, an unknown texel takes the colour of its mirror texel
 (the authors' UV map is left-right symmetric about u = 0.5: mirror vertex pairs sit within
 1.6 texels in 99 % of cases) when that was seen, else of the nearest seen texel. Those texels
 are *not* in the view's `texture_mask` (so the texture loss never trains on invented colours)
@@ -50,7 +52,7 @@ from ..face.unwrap import unwrap_texture
 from ..render import interpolate, rasterize, sample_texture
 from .pseudo_texture import DEPTH_TOLERANCE
 
-BACKGROUND_GRID = 32       # lattice cells per side of the background warp (7 px cells at 224)
+BACKGROUND_GRID = 32       # lattice cells per crop side of the background warp (7 px cells at 224)
 WARP_POWER = 4             # inverse-distance power of the background's motion interpolation
 KNOWN = 0.999              # a pixel uses only known texels when the bilinear mask reaches this
 SAME_SIDE_DEGREES = 10.0   # sources nearer frontal than this are turned to either side
