@@ -242,3 +242,13 @@ def test_cli_reports_bad_arguments(profiled, tmp_path, capsys):
     assert main(["profile", str(root / "src"), str(tmp_path / "x"), "--views", "0", "--quiet"]) == 2
     assert "views" in capsys.readouterr().err
     assert main(["profile", str(tmp_path / "missing"), str(tmp_path / "y"), "--quiet"]) == 2
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_store_as_one(profiled, tmp_path):
+    root, settings, _ = profiled
+    profile(root / "src", tmp_path / "parallel", settings, workers=2, progress=False)
+    for shard in ("shard-00000", "shard-00001"):
+        for field in ("image", "m", "landmarks", "texture_mask", "landmark_visible"):
+            assert np.array_equal(np.load(root / "out" / shard / f"{field}.npy"),
+                                  np.load(tmp_path / "parallel" / shard / f"{field}.npy")), (shard, field)
