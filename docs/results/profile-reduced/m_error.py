@@ -28,7 +28,7 @@ def main() -> None:
     for name in args.only.split(","):
         sample = read_sample(f"{args.data}/{name}")
         crop = crop_face(sample.image, sample.m, sample.landmarks)
-        m_pred = predict(model, crop.image[None])["m"][0].astype(np.float64)
+        m_pred = predict(model, crop.image[None].copy())["m"][0].astype(np.float64)
         with torch.no_grad():
             normalised = model.normalize_m(torch.tensor(np.stack([m_pred, crop.m]), dtype=torch.float32)).numpy()
         yaw_pred = np.rad2deg(rotation_angles(camera_pose(m_pred)[1])[1])

@@ -24,6 +24,6 @@ if [ "${SKIP_TRAINING:-0}" != 1 ]; then
 fi
 for arm in baseline profiled; do
     ckpt=$OUT/$arm/checkpoints/checkpoint-$(printf %08d $EVAL_STEP).pt
-    nl3dmm eval aflw2000 --data $AFLW --ckpt $ckpt --only $HELD --out $RESULTS/$arm-HELD.json --quiet
-    python docs/results/profile-reduced/m_error.py --data $AFLW --ckpt $ckpt --only $HELD --out $RESULTS/$arm-m.json
+    nl3dmm eval aflw2000 --data $AFLW --ckpt $ckpt --only $HELD --out $RESULTS/$arm-step$EVAL_STEP-HELD.json --quiet
+    python docs/results/profile-reduced/m_error.py --data $AFLW --ckpt $ckpt --only $HELD --out $RESULTS/$arm-step$EVAL_STEP-m.json
 done
