@@ -77,6 +77,24 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from .data.profile import ProfileSettings, profile
+
+    settings = ProfileSettings(views=args.views, max_yaw=args.max_yaw, max_pitch=args.max_pitch,
+                               max_roll=args.max_roll, scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter,
+                               mirror=args.mirror, keep_source=not args.views_only, shard_size=args.shard_size,
+                               seed=args.seed, compress=args.compress)
+    start = time.perf_counter()
+    manifest = profile(args.src, args.out, settings, workers=args.workers, progress=not args.quiet)
+    counts = manifest["counts"]
+    print(f"{args.out}: {counts['samples']} samples ({counts['views']} views) in {counts['shards']} shards from "
+          f"{counts['sources']} source samples ({counts['skipped_sources']} skipped); "
+          f"{time.perf_counter() - start:.1f} s")
+    for entry in manifest["skipped"][:20]:
+        print(f"  skipped {entry['sample']}: {entry['error']}")
+    return 0
+
+
 def _build_default_data(args: argparse.Namespace) -> int:
     from .data.default_data import DEFAULT_DATA_DIR, build_default_data
 
@@ -261,6 +279,39 @@ def main(argv: list[str] | None = None) -> int:
                           "pt2d (the visible-outline jaw) only by name (default: %(default)s)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     pre.set_defaults(run=_preprocess)
+    prof = sub.add_parser(
+        "profile", help="synthesize large-pose views of a training store's faces (3DDFA-style face profiling)",
+        description="For every sample of SRC_STORE: turn the face in 3-D (|yaw| up to --max-yaw on the side it "
+                    "faces, pitch/roll jitter, crop scale/shift jitter), render it with its own pseudo texture "
+                    "through nl3dmm's renderer over its crop warped to follow the head, and store the view with "
+                    "exact labels (m, Pose_Para, 68 landmarks and their visibility). Texels the photo never showed "
+                    "are left out of texture_mask (or, with --mirror, mirrored from the other side). Same store "
+                    "format as preprocess; re-running resumes.")
+    prof.add_argument("src", help="training store to profile (e.g. made by nl3dmm preprocess)")
+    prof.add_argument("out", help="output store folder (created; must be empty or a store made with the same "
+                                  "arguments)")
+    prof.add_argument("--views", type=int, default=10, help="new views per source sample (default: %(default)s)")
+    prof.add_argument("--max-yaw", type=float, default=90.0,
+                      help="largest |yaw| of a view, degrees (default: %(default)s)")
+    prof.add_argument("--max-pitch", type=float, default=10.0,
+                      help="pitch changes of up to this many degrees (default: %(default)s)")
+    prof.add_argument("--max-roll", type=float, default=10.0,
+                      help="roll changes of up to this many degrees (default: %(default)s)")
+    prof.add_argument("--scale-jitter", type=float, default=0.1,
+                      help="crop side x U(1 - a, 1 + a) (default: %(default)s)")
+    prof.add_argument("--shift-jitter", type=float, default=8.0,
+                      help="crop centre offsets of up to this many output pixels (default: %(default)s)")
+    prof.add_argument("--mirror", action="store_true",
+                      help="count texels mirrored from the symmetric side as known texture targets "
+                           "(default: never-seen texels are masked out of texture_mask)")
+    prof.add_argument("--views-only", action="store_true", help="do not copy the source samples into the output")
+    prof.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="worker processes, each building whole shards (default: %(default)s = the CPU count)")
+    prof.add_argument("--shard-size", type=int, default=50, help="source samples per shard (default: %(default)s)")
+    prof.add_argument("--seed", type=int, default=0, help="seed of the sampled poses (default: %(default)s)")
+    prof.add_argument("--compress", action="store_true", help="compressed .npz shards (smaller; loaded into memory)")
+    prof.add_argument("--quiet", action="store_true", help="no progress bar")
+    prof.set_defaults(run=_profile)
     default = sub.add_parser("build-default-data", help="regenerate the bundled default dataset from shared/data",
                              description="Rebuild nl3dmm/assets/default_data (17 real labelled photos, random crop "
                                          "offsets with m corrected, flips; fixed seed) from the shared data folder.")

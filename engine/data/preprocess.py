@@ -296,6 +296,32 @@ def landmark_counts(manifest: dict) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def _reusable_shard(out: Path, index: int, digest: str, sources: list, log: Callable[[str], None]
+                    ) -> ShardResult | None:
+    """Shard `index` of `out` when its folder is whole and was made from `sources` with the
+    settings of `digest` (keep it); None when it must be (re)built (a leftover is named)."""
+    folder = out / shard_name(index)
+    if not folder.exists():
+        return None
+    problem = shard_problem(folder)
+    info = read_shard_info(folder) if problem is None else {}
+    if problem is None and info.get("settings_digest") == digest and info.get("sources") == sources:
+        return ShardResult(index, info["count"], len(sources), info.get("skipped", []),
+                           landmarks=_count(info.get("landmark_conventions", [])))
+    log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
+    return None
+
+
+def _record_kept(manifest: dict, out: Path, kept: list[ShardResult], shards: int, log: Callable[[str], None]) -> None:
+    """Put the shards kept from an earlier run on record in a manifest marked incomplete."""
+    for result in kept:
+        _finish_entry(manifest, result)
+    manifest["complete"] = False
+    write_manifest(out, manifest)
+    if kept:
+        log(f"resuming: {len(kept)} of {shards} shards already complete")
+
+
 def _finish_entry(manifest: dict, result: ShardResult) -> None:
     manifest["shards"] = [s for s in manifest["shards"] if s["index"] != result.index]
     manifest["shards"].append({"index": result.index, "name": shard_name(result.index), "count": result.count,
@@ -336,23 +362,12 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
         jobs, done = [], []
         for index in range((len(relative) + k - 1) // k):
             planned = list(enumerate(relative))[index * k:(index + 1) * k]
-            folder = out / shard_name(index)
-            if folder.exists():
-                problem = shard_problem(folder)
-                info = read_shard_info(folder) if problem is None else {}
-                if problem is None and info.get("settings_digest") == digest and \
-                        info.get("sources") == [rel for _, rel in planned]:
-                    done.append(ShardResult(index, info["count"], len(planned), info.get("skipped", []),
-                                            landmarks=_count(info.get("landmark_conventions", []))))
-                    continue
-                log(f"rebuilding {folder.name}: {problem or 'made from other sources or settings'}")
-            jobs.append(ShardJob(index, str(out), str(src), planned, settings, digest))
-        for result in done:
-            _finish_entry(manifest, result)
-        manifest["complete"] = False
-        write_manifest(out, manifest)
-        if done:
-            log(f"resuming: {len(done)} of {len(done) + len(jobs)} shards already complete")
+            kept = _reusable_shard(out, index, digest, [rel for _, rel in planned], log)
+            if kept is not None:
+                done.append(kept)
+            else:
+                jobs.append(ShardJob(index, str(out), str(src), planned, settings, digest))
+        _record_kept(manifest, out, done, len(done) + len(jobs), log)
         _run_jobs(jobs, manifest, out, settings, workers, progress, log,
                   initial=sum(r.count for r in done))
         total = sum(s["count"] for s in manifest["shards"])
@@ -368,11 +383,15 @@ def preprocess(src: str | Path, out: str | Path, settings: PreprocessSettings = 
 
 
 def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: PreprocessSettings, workers: int,
-              progress: bool, log: Callable[[str], None], initial: int) -> None:
+              progress: bool, log: Callable[[str], None], initial: int,
+              build: Callable = build_shard, desc: str = "preprocess") -> None:
+    """Run shard jobs (anything with `.sources`, made into a ShardResult by `build`, a top-level
+    function so that 'spawn' workers can import it) one by one or in worker processes, with a
+    progress bar counting `settings.records_per_source` records per source."""
     from tqdm import tqdm
 
     expected = initial + sum(len(j.sources) for j in jobs) * settings.records_per_source
-    bar = tqdm(total=expected, initial=initial, unit="img", desc="preprocess", disable=not progress,
+    bar = tqdm(total=expected, initial=initial, unit="img", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
 
     skipped = [0]
@@ -395,7 +414,7 @@ def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: Preproc
             _WORKER["queue"] = on_event
             try:
                 for job in jobs:
-                    finished(build_shard(job))
+                    finished(build(job))
             finally:
                 _WORKER.pop("queue", None)
             return
@@ -405,7 +424,7 @@ def _run_jobs(jobs: list[ShardJob], manifest: dict, out: Path, settings: Preproc
         threads = max(1, (os.cpu_count() or 1) // count)
         with ProcessPoolExecutor(count, mp_context=context, initializer=_init_worker,
                                  initargs=(events, threads)) as pool:
-            pending = {pool.submit(build_shard, job) for job in jobs}
+            pending = {pool.submit(build, job) for job in jobs}
             while pending:
                 ready, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(events, on_event)

@@ -18,6 +18,7 @@ Fields (per sample; `FIELDS` has the same table in code, and every manifest repe
     shape_para    float32 (199,)        the label's Shape_Para (BFM identity coefficients)
     exp_para      float32 (29,)         the label's Exp_Para (expression coefficients)
     flipped       bool ()               sample is the horizontal mirror of its source
+    landmark_visible bool (68,)         optional: landmark vertex not self-occluded (profiled stores)
     shape         float32 (Q * 3,)      optional dense ground-truth shape, when bases were given
 
 Writes are atomic: a shard is written into a hidden temporary folder and renamed into place
@@ -69,6 +70,8 @@ FIELDS: dict[str, Field] = {
     "exp_para": Field("float32", (29,), "the label's Exp_Para (expression coefficients, 3DDFA basis)"),
     "flipped": Field("bool", (), "this sample is the horizontal mirror of its source photo (m, landmarks and "
                      "texture are those of the mirrored face; shape_para/exp_para are the source's)"),
+    "landmark_visible": Field("bool", (68,), "landmark vertex i is the surface seen at its pixel (not hidden by "
+                              "the face itself); written by `nl3dmm profile`", optional=True),
     "shape": Field("float32", (-1,), "dense ground-truth shape, x0 y0 z0 x1 ... (Q * 3), BFM units", optional=True),
 }
 REQUIRED_FIELDS = [name for name, field in FIELDS.items() if not field.optional]
