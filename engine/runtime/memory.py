@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import torch
 
 # cgroup v2 states its limit in memory.max ("max" when unlimited), v1 in memory.limit_in_bytes
@@ -44,3 +46,11 @@ def machine_memory(device: torch.device) -> tuple[int | None, str]:
     if total is not None:
         return total, "host RAM (MemTotal in /proc/meminfo)"
     return None, "unknown (no /proc/meminfo)"
+
+
+def process_resident_bytes() -> int | None:
+    """This process's resident memory now (interpreter, libraries, data, tensors); None off Linux."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

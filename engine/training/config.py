@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -35,6 +36,7 @@ class TrainConfig:
     adversarial_weight: float = 0.1    # patchGAN generator term in finetune (0 disables)
     history: int = 1000                # discriminator history of fakes
     progress: bool = True
+    dist_timeout: float = 1800.0       # seconds a collective waits for a silent rank before the job fails (torchrun)
 
     def stage_lr(self, stage: str) -> float:
         if self.lr is not None:
@@ -67,6 +69,8 @@ def make_config(preset: str = "cvpr18", **overrides) -> TrainConfig:
         raise ValueError(f"stage must be pretrain, finetune or both, got {config.stage!r}")
     if config.steps < 1 or config.batch_size < 1 or config.accumulate < 1:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
+    if not (config.dist_timeout > 0 and math.isfinite(config.dist_timeout)):
+        raise ValueError(f"dist_timeout must be a positive number of seconds, got {config.dist_timeout}")
     return config
 
 
