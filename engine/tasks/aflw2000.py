@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from ..data.samples import find_samples, read_sample
 from .nme import NMEReport, evaluate

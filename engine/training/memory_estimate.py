@@ -1,15 +1,19 @@
 """Will a training step fit? An estimate made before the step allocates anything.
 
 Method. Weights, gradients and Adam's two moments are counted from the parameters each
-optimiser updates. Activations are measured: the stage's forward pass and loss run on
-micro-batches of PROBE_SIZES samples while `saved_tensors_hooks` add up the bytes autograd keeps
-for the backward pass (each storage once, parameters excluded); the difference gives bytes per
-sample, the rest is fixed. The backward pass holds the saved tensors plus gradients of about
-the same size, hence BACKWARD_FACTOR. The probe leaves no trace: random-number state and
-batch-norm statistics are put back, so a run is bit-identical with or without it.
+optimiser updates, plus the scratch copy Adam's step makes; on the CPU the process's resident
+memory besides the weights (interpreter, libraries, data) is read from /proc. Activations are
+measured: the stage's forward pass and loss run on micro-batches of PROBE_SIZES samples while
+`saved_tensors_hooks` add up the bytes autograd keeps for the backward pass (each storage once,
+parameters excluded); the difference gives bytes per sample, the rest is fixed. The backward
+pass holds the saved tensors plus gradients of about the same size, hence BACKWARD_FACTOR. The
+probe leaves no trace: random-number state and batch-norm statistics are put back, so a run is
+bit-identical with or without it.
 
-On the quick configuration the estimate was within the error stated in the README of the peak
-resident memory measured with /usr/bin/time (micro-batches 4 to 32, finetune stage).
+What it misses: allocator fragmentation and temporaries that custom autograd functions keep
+outside `save_for_backward`; parameters a stage leaves without gradients (the shape decoder in
+L0 without dense shapes) are counted anyway. It is a guard against what cannot fit at all, not
+a tight bound: the README states its measured error on the quick configuration.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class MemoryEstimate:
     weights: int            # bytes of the parameters and buffers
     gradients: int
     optimizer_state: int
+    optimizer_scratch: int  # Adam's step allocates a copy of sqrt(exp_avg_sq) (torch's foreach Adam)
     activations_fixed: int
     activations_per_sample: int
     micro_batch: int
@@ -47,7 +52,9 @@ class MemoryEstimate:
 
     @property
     def per_process(self) -> int:
-        return self.process + self.weights + self.gradients + self.optimizer_state + self.activations
+        # The activations are freed by the end of backward, before the optimiser's scratch exists.
+        return (self.process + self.weights + self.gradients + self.optimizer_state
+                + max(self.activations, self.optimizer_scratch))
 
     @property
     def total(self) -> int:
@@ -57,8 +64,8 @@ class MemoryEstimate:
         gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
         shared = f" x {self.processes} processes" if self.processes > 1 else ""
         return (f"{gib(self.total)} = ({gib(self.process)} process + {gib(self.weights)} weights + {gib(self.gradients)} gradients + "
-                f"{gib(self.optimizer_state)} Adam state + {gib(self.activations)} activations for a micro-batch "
-                f"of {self.micro_batch} at {self.activations_per_sample / 2**20:.1f} MiB per sample){shared}")
+                f"{gib(self.optimizer_state)} Adam state + max({gib(self.optimizer_scratch)} Adam scratch, {gib(self.activations)} activations for a micro-batch "
+                f"of {self.micro_batch} at {self.activations_per_sample / 2**20:.1f} MiB per sample)){shared}")
 
 
 def _bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -107,9 +114,10 @@ def estimate_step_memory(modules: list[nn.Module], optimized: list[list[nn.Param
     the weights: libraries, the data."""
     trainable = {id(p): p for m in modules for p in m.parameters() if p.requires_grad}
     state = sum(ADAM_STATES * _bytes(params) for params in optimized)
+    scratch = max(_bytes(params) for params in optimized)
     weights = sum(_bytes(m.parameters()) + _bytes(m.buffers()) for m in modules)
     process = max(0, resident - weights) if resident is not None else 0
-    return MemoryEstimate(process, weights, _bytes(trainable.values()), state, activations[0], activations[1],
+    return MemoryEstimate(process, weights, _bytes(trainable.values()), state, scratch, activations[0], activations[1],
                           micro_batch, processes)
 
 
