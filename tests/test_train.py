@@ -164,6 +164,7 @@ def test_command_line_overrides_are_checked():
         make_config("nope")
     with pytest.raises(ValueError, match="not divisible"):
         train(make_config("tiny", batch_size=3, accumulate=2, out="unused"), data=ArrayData(**_arrays(4)))
+    assert not Path("unused").exists()  # refused before the run folder (and its lock) is made
 
 
 def test_ddp_end_to_end_stage_runs(tmp_path, data_file):

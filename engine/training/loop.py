@@ -135,6 +135,9 @@ class Run:
         """Pick the device and, under torchrun, join the process group (timeout dist_timeout)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
+        if config.batch_size % (world * config.accumulate):  # before anything is created in out/
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} ranks x "
+                             f"{config.accumulate} micro-batches")
         device = resolve_device(config.device)
         if world > 1 and not dist.is_initialized():
             # A rank that stops answering (stuck in data loading, stopped, lost) makes the others'
@@ -444,9 +447,6 @@ def train(config: TrainConfig, data: TrainingData | None = None, resume: bool = 
 
 def _train(run: Run, data: TrainingData | None, resume: bool) -> dict:
     config, say = run.config, run.say
-    if config.batch_size % (run.world * config.accumulate):
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {run.world} ranks x "
-                         f"{config.accumulate} micro-batches")
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if restarts > 0 and not resume:  # torchrun restarted the group after a failure: carry on
         say(f"torchrun restart {restarts}: resuming from the newest checkpoint in {run.ckpt_dir}")
