@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+EXIT_INTERRUPTED = 128 + 2  # the shell's status for a process stopped by SIGINT
+
 
 def _render(args: argparse.Namespace) -> int:
     from .tasks.demo import DEFAULT_SAMPLE, render_demo
@@ -159,12 +161,12 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from .tasks.aflw2000 import pick_device
+    from .runtime import resolve_device
     from .tasks.reconstruct import reconstruct
 
     start = time.perf_counter()
     report = reconstruct(args.inputs, args.ckpt, args.out, args.box, args.landmarks, args.batch,
-                         pick_device(args.device), progress=not args.quiet, detect=not args.no_detect,
+                         resolve_device(args.device), progress=not args.quiet, detect=not args.no_detect,
                          max_faces=args.max_faces, sheet=args.sheet)
     for path, folder in report.written.items():
         print(f"{path} -> {folder}/ ({report.faces[path]} face(s); {'; '.join(report.notes[path])})")
@@ -403,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"nl3dmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (train says where to resume), no traceback
+        print(f"nl3dmm {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

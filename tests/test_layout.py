@@ -12,7 +12,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "engine"
 # Floor of each top-level part of the package; a module may import its own part or a lower floor.
 # model and data share a floor and may not import each other: both stand on face and render.
 FLOORS = {
-    "kernels": 0, "_C": 0, "constants": 0,
+    "kernels": 0, "_C": 0, "constants": 0, "runtime": 0,
     "render": 1,
     "face": 2,
     "model": 3, "data": 3,

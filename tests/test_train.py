@@ -21,23 +21,9 @@ from nl3dmm.training.loop import NonFiniteLoss, train
 from nl3dmm.training.batches import ArrayData
 from nl3dmm.model.checkpoint import CheckpointError, list_checkpoints, read_checkpoint
 from nl3dmm.training.config import make_config
+from train_helpers import tiny_arrays as _arrays
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _arrays(n: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    fm = load_face_model("surrey")
-    return dict(
-        image=(rng.random((n, 224, 224, 3)) * 255).astype(np.uint8),
-        m=(fm.m_mean + fm.m_std * rng.standard_normal((n, 8)) * 0.5).astype(np.float32),
-        landmarks=(rng.random((n, 68, 2)) * 224).astype(np.float32),
-        texture=(rng.random((n, 192, 224, 3)) * 255).astype(np.uint8),
-        texture_mask=rng.random((n, 192, 224)) > 0.3,
-        shape_para=rng.normal(0, 1e4, (n, 199)).astype(np.float32),  # used only with basis=
-        exp_para=rng.normal(0, 0.3, (n, 29)).astype(np.float32),
-        flipped=np.arange(n) % 2 == 1,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +167,7 @@ def test_command_line_overrides_are_checked():
         make_config("nope")
     with pytest.raises(ValueError, match="not divisible"):
         train(make_config("tiny", batch_size=3, accumulate=2, out="unused"), data=ArrayData(**_arrays(4)))
+    assert not Path("unused").exists()  # refused before the run folder (and its lock) is made
 
 
 def test_ddp_end_to_end_stage_runs(tmp_path, data_file):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..runtime import resolve_device
 from .store import StoreError, open_shard, read_manifest, shard_name
 
 # Fields scaled from uint8 [0, 255] to float [-1, 1] on the device.
@@ -249,7 +250,7 @@ class BatchLoader:
         self.fields = list(fields)
         for name in self.fields:
             self.store.field_spec(name)
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.sampler = ShardBatchSampler(self.store.counts, batch_size, shuffle, drop_last, seed)
         self.batch_size = batch_size
         self.prefetch = max(1, prefetch)

@@ -19,6 +19,16 @@ from .camera import image_to_clip
 from ..render import interpolate, rasterize, sample_texture
 
 
+def rasterize_uv_space(uv: torch.Tensor, triangles: torch.Tensor, size: tuple[int, int],
+                       dtype: torch.dtype | None = None, backend: str | None = None) -> torch.Tensor:
+    """(1, Ht, Wt, 4) raster of the mesh drawn in its own UV space (vertex uv as clip x, y; no
+    culling, since the UV layout's winding says nothing about facing): per texel, the triangle
+    and barycentrics of the surface point it shows, 0 where no triangle covers it."""
+    pos = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], -1)
+    pos = pos if dtype is None else pos.to(dtype)
+    return rasterize(pos[None], triangles, size, cull_backfaces=False, backend=backend)
+
+
 def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,
                    triangles: torch.Tensor, texture_size: tuple[int, int] = (192, 224),
                    depth_tolerance: float = 0.05, backend: str | None = None
@@ -50,9 +60,7 @@ def unwrap_texture(image: torch.Tensor, points: torch.Tensor, uv: torch.Tensor,
 
     seen = rasterize(clip, triangles, (H, W), cull_backfaces=True, backend=backend)
 
-    uv_clip = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], -1)
-    uv_rast = rasterize(uv_clip.to(dtype)[None], triangles, (Ht, Wt), backend=backend)
-    uv_rast = uv_rast.expand(B, -1, -1, -1).contiguous()
+    uv_rast = rasterize_uv_space(uv, triangles, (Ht, Wt), dtype, backend).expand(B, -1, -1, -1).contiguous()
     # Per texel: where its surface point lands in the image, and how deep it is there.
     where = interpolate(clip[..., :3].contiguous(), uv_rast, triangles, backend=backend)
     on_mesh = uv_rast[..., 3] > 0

@@ -25,8 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..face.facemodel import FaceModel
+from ..face.facemodel import FaceModel, load_paper_mesh
+from ..face.rendering import render_face
 from ..face.shading import m_rotation, sh_shading, vertex_normals, white_light
+from ..face.unwrap import rasterize_uv_space
+from ..render import interpolate
 
 
 @dataclass(frozen=True)
@@ -212,15 +215,6 @@ def _shape_statistics(face_model: FaceModel) -> tuple[torch.Tensor, torch.Tensor
             torch.from_numpy(face_model.std_shape.astype(np.float32)))
 
 
-def uv_raster(face_model: FaceModel, size: tuple[int, int]) -> torch.Tensor:
-    """(1, H, W, 4) raster of the mesh drawn in its own UV space: which triangle and barycentrics
-    cover each texel (0 where no triangle does). Fixed per model, so computed once."""
-    from ..render import rasterize
-    uv = torch.from_numpy(face_model.uv.astype(np.float32))
-    pos = torch.cat([uv * 2 - 1, torch.zeros_like(uv[:, :1]), torch.ones_like(uv[:, :1])], 1)[None]
-    return rasterize(pos, torch.from_numpy(face_model.triangles), size, cull_backfaces=False)
-
-
 class NonlinearFaceModel(nn.Module):
     """Encoder + shape decoder + texture decoder for one face model. `forward(image)` returns:
 
@@ -252,7 +246,9 @@ class NonlinearFaceModel(nn.Module):
         self.texture_decoder = TextureDecoder(config.code_size, config.texture_size, config.base_channels,
                                               config.texture_upsamplings)
         if config.lighting:
-            self.register_buffer("uv_raster", uv_raster(face_model, config.texture_size))
+            # The mesh in UV space: fixed per model, so rasterized once.
+            self.register_buffer("uv_raster", rasterize_uv_space(self.uv, torch.from_numpy(face_model.triangles),
+                                                                 config.texture_size))
         self.apply(_init_weights)
 
     def normalize_m(self, m: torch.Tensor) -> torch.Tensor:
@@ -272,7 +268,6 @@ class NonlinearFaceModel(nn.Module):
         if not self.config.lighting:
             out["texture"] = texture
             return out
-        from ..render import interpolate
         # Lighting is offset by an ambient white light so an untrained model shades with ~1
         # instead of 0 (a constant, so the architecture is unchanged).
         out["lighting"] = out["lighting"] + white_light(image.shape[0], dtype=image.dtype).to(image.device)
@@ -288,9 +283,8 @@ class NonlinearFaceModel(nn.Module):
 
     def render(self, outputs: dict[str, torch.Tensor], background: torch.Tensor | None = None,
                face_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The forward outputs rendered at the input size (`face_render.render_face`):
+        """The forward outputs rendered at the input size (`face.rendering.render_face`):
         `background` is the input image as (B, H, W, 3), `face_mask` (B, H, W)."""
-        from ..face.rendering import render_face
         return render_face(outputs["vertices"], outputs["m"], outputs["texture"], self.triangles, self.uv,
                            self.config.image_size, background, face_mask)
 
@@ -300,7 +294,6 @@ def build_model(name: str = "cvpr18", face_model: FaceModel | None = None) -> No
     if name not in CONFIGS:
         raise ValueError(f"unknown network configuration {name!r}; choose from {sorted(CONFIGS)}")
     if face_model is None:
-        from ..face.facemodel import load_paper_mesh
         face_model = load_paper_mesh()
     return NonlinearFaceModel(CONFIGS[name], face_model)
 

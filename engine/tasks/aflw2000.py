@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from ..data.samples import find_samples, read_sample
 from .nme import NMEReport, evaluate
 from .yaw_split import DESCRIPTION as YAW_SPLITS, absolute_yaw
 from .inference_crop import Window, crop_to_window, to_source_points, window_from_landmarks
 from ..model.inference import load_trained, predict
+from ..runtime import resolve_device
 
 PROTOCOL = ("68 landmark vertices projected with the predicted camera; 224 crop placed from the ground-truth "
             "landmark box (1.68 x its larger side, centred), as 3DDFA/PRNet evaluations crop from GT; NME = mean "
@@ -125,17 +125,11 @@ def evaluate_folder(data_dir: str | Path, predict_crops: PredictFn, landmark_mas
     return AFLWResult(evaluate(pred, gt, yaw, mask), names, yaw, pred, mask, yaw_split)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate_checkpoint(data_dir: str | Path, ckpt: str | Path, out: str | Path | None = None, batch: int = 16,
                         device: str = "auto", limit: int | None = None, progress: bool = True,
                         only: list[str] | None = None, yaw_split: str = "paper") -> AFLWResult:
     """Load `ckpt`, evaluate it on `data_dir`, write the JSON summary to `out` when given."""
-    model, face_model, config = load_trained(ckpt, pick_device(device))
+    model, face_model, config = load_trained(ckpt, resolve_device(device))
     result = evaluate_folder(data_dir, lambda crops: predict(model, crops, face_model), face_model.landmark_mask,
                              batch, limit, progress, only, yaw_split)
     if out is not None:

@@ -47,7 +47,7 @@ def load_sample(stem: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, np.asarray(label["Pose_Para"], dtype=np.float64).reshape(-1)
 
 
-def render_face(mesh: FaceModel, pose_para: np.ndarray, height: int, width: int,
+def render_posed_mean_face(mesh: FaceModel, pose_para: np.ndarray, height: int, width: int,
                 backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(shaded RGB float image (H, W, 3), coverage mask (H, W)) of the posed mesh."""
     points = project_pose_para(mesh.mean_shape, pose_para, height)
@@ -71,7 +71,7 @@ def render_demo(sample: Path = DEFAULT_SAMPLE, out: Path = Path("out/mean_face.p
     image, pose = load_sample(sample)
     mesh = load_paper_mesh()
     height, width = image.shape[:2]
-    shaded, mask = render_face(mesh, pose, height, width, backend)
+    shaded, mask = render_posed_mean_face(mesh, pose, height, width, backend)
     photo = image.astype(np.float32) / 255.0
     render_panel = np.where(mask[..., None], shaded, 1.0)
     overlay = np.where(mask[..., None], 0.65 * shaded + 0.35 * photo, photo)

@@ -53,6 +53,7 @@ class TrainConfig:
     constant_albedo_weight: float = 5.0
     local_albedo_weight: float = 10.0
     progress: bool = True
+    dist_timeout: float = 1800.0       # seconds a collective waits for a silent rank before the job fails (torchrun)
 
     def stage_lr(self, stage: str) -> float:
         if self.lr is not None:
@@ -120,6 +121,7 @@ RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "max_nonfinite": (_at_least(1), ">= 1"),
     "adversarial_weight": (_finite_at_least(0), "a finite number >= 0 (0 disables the patchGAN term)"),
     "history": (_at_least(0), ">= 0"),
+    "dist_timeout": (lambda v: math.isfinite(v) and v > 0, "a positive number of seconds"),
 }
 STAGES = ("pretrain", "finetune", "both")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # whole names only (fullmatch)
