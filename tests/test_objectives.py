@@ -110,10 +110,17 @@ def test_face_mask_limits_the_reconstruction_to_the_label_face(seed):
     assert mask.shape == (2, 224, 224) and 0.05 < mask.mean() < 0.9
     rendered = model.render(out, background=batch["image_hwc"], face_mask=mask)
     assert (rendered["mask"] <= mask).all() and rendered["mask"].sum() > 0
-    # the label's face region is where its face lands: its inner landmarks are inside
-    points = batch["landmarks"][:, 17:].round().long().clamp(0, 223)
-    inside = mask[torch.arange(2)[:, None], points[..., 1], points[..., 0]]
-    assert inside.mean() > 0.9
+    # the label's face region is where its face lands: its inner landmarks are inside. Checked
+    # on every bundled sample, since the region is the mean face posed by m: on a few photos
+    # (an open mouth, a strong yaw) the labelled points stray past it (measured: median 1.0,
+    # lowest 0.71 on one photo's four crops).
+    store = TrainingStore(default_store())
+    every = to_device({f: store.gather(f, np.arange(len(store))) for f in ("image", "m", "landmarks")},
+                      torch.device("cpu"))
+    masks = objective.face_mask(every)
+    points = every["landmarks"][:, 17:].round().long().clamp(0, 223)
+    inside = masks[torch.arange(len(store))[:, None], points[..., 1], points[..., 0]].float().mean(1)
+    assert inside.median() >= 0.95 and inside.min() >= 0.6, inside
     # labels in another model's units cover nothing: no mask rather than a silenced term
     tiny = dict(batch, m=batch["m"] * torch.tensor([1e-4] * 6 + [1, 1]))
     assert (objective.face_mask(tiny) == 1).all()

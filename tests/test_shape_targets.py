@@ -1,4 +1,4 @@
-"""Dense shape targets on the training device (training/shape_targets.py): the batched torch
+"""Dense shape targets on the training device (face/dense_shapes.py): the batched torch
 product equals bfm.dense_shape, flipped crops get the mirrored face, the mirror map of the real
 paper mesh sends each landmark to its iBUG mirror landmark, and a training run with basis=
 adds the shape loss to L0."""

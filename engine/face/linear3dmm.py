@@ -38,7 +38,7 @@ def _tensor(value: ArrayLike, dtype=torch.float64) -> torch.Tensor:
 def adam_fit_codes(objective: Callable[[torch.Tensor], torch.Tensor], batch: int, size: int,
                    steps: int, lr: float) -> torch.Tensor:
     """(batch, size) codes minimising `objective(codes)`: Adam from 0 with cosine decay. The one
-    optimiser of both the linear and the nonlinear code fits (engine/representation.py), so the
+    optimiser of both the linear and the nonlinear code fits (engine/tasks/representation.py), so the
     representation-power comparison gives both models the same search."""
     code = torch.zeros(batch, size, requires_grad=True)
     optimizer = torch.optim.Adam([code], lr=lr)

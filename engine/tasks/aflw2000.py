@@ -1,6 +1,6 @@
 """`nl3dmm eval aflw2000`: 2-D face alignment of a trained model on AFLW2000-3D.
 
-Protocol (engine/evaluation.py): 68 landmarks from the model (landmark vertices projected with
+Protocol (engine/tasks/nme.py): 68 landmarks from the model (landmark vertices projected with
 the predicted m), NME normalised by sqrt(w * h) of the ground-truth landmarks' box, per |yaw|
 bin [0, 30], (30, 60], (60, 90] and the mean of the bins.
 

@@ -1,2 +1,2 @@
 """Training: configuration, batches, objectives, checkpoints and pictures; the loop itself is
-engine/train.py."""
+engine/training/loop.py."""

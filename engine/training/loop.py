@@ -4,8 +4,9 @@
     torchrun --nproc_per_node=8 -m nl3dmm train --config cvpr18 data=/data/300wlp-store
 
 The pieces it calls live in engine/training/: config (named configurations), batches (which
-samples each rank sees; device transfer), objectives (L0 and L), checkpoint (atomic files),
-visuals (the reconstruction grid).
+samples each rank sees; device transfer; per-step crop shifts), objectives (L0 and L),
+run_lock (one writer per run folder), memory_estimate (refuse what cannot fit), interrupts
+(Ctrl-C), visuals (the reconstruction grid); checkpoint files are engine/model/checkpoint.py.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class StoreData:
     """A training store (engine/data) as TrainingData: the fields the objectives use."""
 
     FIELDS = ("image", "m", "landmarks", "texture", "texture_mask", "shape")
-    LABELS = ("shape_para", "exp_para", "flipped")  # what dense shapes are built from (training.shape_targets)
+    LABELS = ("shape_para", "exp_para", "flipped")  # what dense shapes are built from (face.dense_shapes)
 
     def __init__(self, root: str | Path, exclude: list[str] | tuple[str, ...] = (), labels: bool = False):
         from ..data.loader import TrainingStore

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..face.camera import image_to_clip, project_m, project_m_with_depth
 from ..face.facemodel import FaceModel
+from ..face.unwrap import rasterize_uv_space
 from ..model import losses
 from ..model.adversarial import FakeHistory, authors_discriminator_loss, lsgan_generator_loss
 from ..model.networks import NonlinearFaceModel
@@ -97,8 +98,8 @@ def pretrain_loss(model: NonlinearFaceModel, out: dict[str, torch.Tensor], batch
 def skin_texels(face_model: FaceModel, size: tuple[int, int]) -> torch.Tensor:
     """(N, 2) int64 (row, column) texels of the `size` UV map that the constant-albedo pairs are
     drawn from: inside the mesh's UV footprint, away from brows, eyes and mouth."""
-    from ..model.networks import uv_raster
-    covered = (uv_raster(face_model, size)[0, ..., 3] > 0).numpy()
+    uv = torch.from_numpy(face_model.uv.astype(np.float32))
+    covered = (rasterize_uv_space(uv, torch.from_numpy(face_model.triangles), size)[0, ..., 3] > 0).numpy()
     rows, cols = np.nonzero(covered)
     keep = np.ones(len(rows), dtype=bool)
     if face_model.landmarks is not None:
