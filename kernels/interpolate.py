@@ -4,7 +4,8 @@ Forward: out = b0 * a0 + b1 * a1 + (1 - b0 - b1) * a2 in the attributes' dtype, 
 kernel; zero on empty pixels. The channel count is a compile-time constant and its loop is
 unrolled (attributes here have 2 to 4 channels). Backward: d out / d(b0, b1) is a per-pixel
 gather summed over channels in float64; d out / d attr is a scatter to the triangle's
-vertices, tl.atomic_add-ed into a float64 buffer of attr's shape (so shared (1, V, C)
+vertices, summed in fixed point into values of attr's shape by two launches
+(kernels/fixed_sum.py: integer atomics, bit-deterministic on the GPU; shared (1, V, C)
 attributes collect every image's share).
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fixed_sum
+from .fixed_sum import scatter_add
 from .runtime import cdiv, launch, pixel_block
 
 
@@ -57,9 +60,12 @@ def _forward_kernel(attr_ptr, rast_ptr, tri_ptr, out_ptr, num_vertices, num_tria
 
 
 @triton.jit
-def _backward_kernel(attr_ptr, rast_ptr, tri_ptr, grad_out_ptr, grad_attr_ptr, grad_rast_ptr,
-                     num_vertices, num_triangles, height, width,
-                     BATCHED: tl.constexpr, CHANNELS: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(attr_ptr, rast_ptr, tri_ptr, grad_out_ptr, meta_ptr, acc_ptr, grad_rast_ptr,
+                     num_values, num_vertices, num_triangles, height, width,
+                     BATCHED: tl.constexpr, CHANNELS: tl.constexpr, BLOCK: tl.constexpr,
+                     PASS: tl.constexpr):
+    """grad_attr: one pass of kernels/fixed_sum.py into num_values sums; grad_rast (a gather)
+    is written by the last pass only."""
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
@@ -69,9 +75,10 @@ def _backward_kernel(attr_ptr, rast_ptr, tri_ptr, grad_out_ptr, grad_attr_ptr, g
     w0 = b0.to(tl.float64)
     w1 = b1.to(tl.float64)
     w2 = 1.0 - w0 - w1
+    base = b * 0
     if BATCHED:
         attr_ptr += b * num_vertices * CHANNELS
-        grad_attr_ptr += b * num_vertices * CHANNELS
+        base = b * num_vertices * CHANNELS
     g_b0 = tl.full([BLOCK], 0.0, tl.float64)
     g_b1 = tl.full([BLOCK], 0.0, tl.float64)
     for c in tl.static_range(CHANNELS):
@@ -81,9 +88,11 @@ def _backward_kernel(attr_ptr, rast_ptr, tri_ptr, grad_out_ptr, grad_attr_ptr, g
         a2 = tl.load(attr_ptr + i2 * CHANNELS + c, mask=hit, other=0.0).to(tl.float64)
         g_b0 += g * (a0 - a2)
         g_b1 += g * (a1 - a2)
-        tl.atomic_add(grad_attr_ptr + i0 * CHANNELS + c, w0 * g, mask=hit, sem="relaxed")
-        tl.atomic_add(grad_attr_ptr + i1 * CHANNELS + c, w1 * g, mask=hit, sem="relaxed")
-        tl.atomic_add(grad_attr_ptr + i2 * CHANNELS + c, w2 * g, mask=hit, sem="relaxed")
+        scatter_add(meta_ptr, acc_ptr, num_values, base + i0 * CHANNELS + c, w0 * g, hit, PASS)
+        scatter_add(meta_ptr, acc_ptr, num_values, base + i1 * CHANNELS + c, w1 * g, hit, PASS)
+        scatter_add(meta_ptr, acc_ptr, num_values, base + i2 * CHANNELS + c, w2 * g, hit, PASS)
+    if PASS == 0:
+        return
     zero = tl.full([BLOCK], 0.0, tl.float64)
     tl.store(grad_rast_ptr + pixel * 4 + 0, tl.where(hit, g_b0, zero), mask=live)
     tl.store(grad_rast_ptr + pixel * 4 + 1, tl.where(hit, g_b1, zero), mask=live)
@@ -109,10 +118,12 @@ def interpolate_backward(attr: torch.Tensor, attr_batched: bool, rast: torch.Ten
     """(grad_attr of attr's shape, grad_rast of rast's shape, zero in depth and id)."""
     B, H, W, _ = rast.shape
     _, V, C = attr.shape
-    grad_attr = torch.zeros(attr.shape, dtype=torch.float64, device=attr.device)
+    fixed_sum.check_term_count(3 * H * W * (1 if attr_batched else B))
+    meta, acc = fixed_sum.scratch(attr.numel(), attr.device)
     grad_rast = torch.empty_like(rast)
     block = pixel_block(rast.device, H * W)
-    launch(_backward_kernel, (cdiv(H * W, block), B), rast.device, attr, rast, tri, grad_out,
-           grad_attr, grad_rast, V, tri.shape[0], H, W, BATCHED=bool(attr_batched), CHANNELS=C,
-           BLOCK=block)
-    return grad_attr.to(attr.dtype), grad_rast
+    for p in fixed_sum.passes():
+        launch(_backward_kernel, (cdiv(H * W, block), B), rast.device, attr, rast, tri, grad_out,
+               meta, acc, grad_rast, attr.numel(), V, tri.shape[0], H, W,
+               BATCHED=bool(attr_batched), CHANNELS=C, BLOCK=block, PASS=p)
+    return fixed_sum.finish(meta, acc).view(attr.shape).to(attr.dtype), grad_rast

@@ -9,8 +9,8 @@ Forward, two passes over a (B, H * W) int64 z-buffer initialised to EMPTY_KEY:
      (b0, b1, depth) in float64 from the unsnapped vertices; write (b0, b1, depth, id + 1),
      or zeros on empty pixels, so every element of the output is written.
 Backward, one program per block of pixels: the gradient of (b0, b1, depth) with respect to the
-winning triangle's three vertices, tl.atomic_add-ed into a float64 (B, V, 4) buffer (sums in
-arrival order: not bit-deterministic on the GPU; float64 keeps the spread at rounding level).
+winning triangle's three vertices, summed into (B, V, 4) in fixed point by two launches
+(kernels/fixed_sum.py: integer atomics, so bit-deterministic on the GPU too).
 The math is kernels/render_math.py (= csrc/render_math.h).
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fixed_sum
+from .fixed_sum import scatter_add
 from .render_math import (EMPTY_KEY, fragment_key, load_clip_vertex, maximum_combine, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
 from .runtime import cdiv, launch, pixel_block, triangle_tile
@@ -58,12 +60,12 @@ def _load_triangle(pos_ptr, i0, i1, i2, active):
 
 
 @triton.jit
-def _scatter_vertex(grad_ptr, gx, gy, gz, gw, active):
-    """Add one vertex's (x, y, z, w) gradient; relaxed atomics: only the sums matter."""
-    tl.atomic_add(grad_ptr + 0, gx, mask=active, sem="relaxed")
-    tl.atomic_add(grad_ptr + 1, gy, mask=active, sem="relaxed")
-    tl.atomic_add(grad_ptr + 2, gz, mask=active, sem="relaxed")
-    tl.atomic_add(grad_ptr + 3, gw, mask=active, sem="relaxed")
+def _scatter_vertex(meta_ptr, acc_ptr, count, index, gx, gy, gz, gw, active, PASS: tl.constexpr):
+    """Add one vertex's (x, y, z, w) gradient to values index..index + 3 (kernels/fixed_sum.py)."""
+    scatter_add(meta_ptr, acc_ptr, count, index + 0, gx, active, PASS)
+    scatter_add(meta_ptr, acc_ptr, count, index + 1, gy, active, PASS)
+    scatter_add(meta_ptr, acc_ptr, count, index + 2, gz, active, PASS)
+    scatter_add(meta_ptr, acc_ptr, count, index + 3, gw, active, PASS)
 
 
 @triton.jit
@@ -136,15 +138,16 @@ def _resolve_kernel(pos_ptr, tri_ptr, zbuf_ptr, out_ptr, num_vertices, height, w
 
 
 @triton.jit
-def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, grad_pos_ptr, num_vertices,
-                     num_triangles, height, width, BLOCK: tl.constexpr):
+def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, meta_ptr, acc_ptr, num_values,
+                     num_vertices, num_triangles, height, width, BLOCK: tl.constexpr,
+                     PASS: tl.constexpr):
     """Program (i, b): pixels [i * BLOCK, (i + 1) * BLOCK) of image b scatter their gradient
-    into grad_pos (float64, (B, V, 4))."""
+    into the num_values = B * V * 4 sums of grad_pos (one pass of kernels/fixed_sum.py)."""
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
     pos_ptr += b * num_vertices * 4
-    grad_pos_ptr += b * num_vertices * 4
+    base = b * num_vertices * 4
     pixel = (b * height * width + p) * 4
     f = tl.load(rast_ptr + pixel + 3, mask=live, other=0.0).to(tl.int32) - 1
     g_b0 = tl.load(grad_rast_ptr + pixel + 0, mask=live, other=0.0).to(tl.float64)
@@ -160,9 +163,9 @@ def _backward_kernel(pos_ptr, tri_ptr, rast_ptr, grad_rast_ptr, grad_pos_ptr, nu
     py = (p // width).to(tl.float64) + 0.5
     gx0, gy0, gz0, gw0, gx1, gy1, gz1, gw1, gx2, gy2, gz2, gw2 = resolve_pixel_backward(
         x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width, g_b0, g_b1, g_depth)
-    _scatter_vertex(grad_pos_ptr + i0 * 4, gx0, gy0, gz0, gw0, active)
-    _scatter_vertex(grad_pos_ptr + i1 * 4, gx1, gy1, gz1, gw1, active)
-    _scatter_vertex(grad_pos_ptr + i2 * 4, gx2, gy2, gz2, gw2, active)
+    _scatter_vertex(meta_ptr, acc_ptr, num_values, base + i0 * 4, gx0, gy0, gz0, gw0, active, PASS)
+    _scatter_vertex(meta_ptr, acc_ptr, num_values, base + i1 * 4, gx1, gy1, gz1, gw1, active, PASS)
+    _scatter_vertex(meta_ptr, acc_ptr, num_values, base + i2 * 4, gx2, gy2, gz2, gw2, active, PASS)
 
 
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, cull_backfaces: bool,
@@ -188,8 +191,10 @@ def rasterize_backward(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
     """Gradient of the raster's (b0, b1, depth) with respect to pos, in pos's dtype."""
     B, V, _ = pos.shape
     _, H, W, _ = rast.shape
-    acc = torch.zeros((B, V, 4), dtype=torch.float64, device=pos.device)
+    fixed_sum.check_term_count(3 * H * W)  # a pixel gives a vertex up to 3 terms (repeated index)
+    meta, acc = fixed_sum.scratch(B * V * 4, pos.device)
     block = pixel_block(pos.device, H * W)
-    launch(_backward_kernel, (cdiv(H * W, block), B), pos.device, pos, tri, rast, grad_rast, acc,
-           V, tri.shape[0], H, W, BLOCK=block)
-    return acc.to(pos.dtype)
+    for p in fixed_sum.passes():
+        launch(_backward_kernel, (cdiv(H * W, block), B), pos.device, pos, tri, rast, grad_rast,
+               meta, acc, B * V * 4, V, tri.shape[0], H, W, BLOCK=block, PASS=p)
+    return fixed_sum.finish(meta, acc).view(B, V, 4).to(pos.dtype)

@@ -4,8 +4,9 @@ Bilinear lookup with the clamp / zero / wrap boundary rules of render_math; the 
 channel count are compile-time constants (one kernel variant each, the channel loop unrolled).
 Taps and weights are computed in float64 and the sum over taps rounded once to the texture's
 dtype, as in the C++ kernel. Backward: d out / d uv is a per-pixel gather (float64); d out /
-d tex a scatter to the four taps, tl.atomic_add-ed into a float64 buffer of tex's shape (a
-shared (1, Ht, Wt, C) texture collects every image's share).
+d tex a scatter to the four taps, summed in fixed point into values of tex's shape by two
+launches (kernels/fixed_sum.py: integer atomics, bit-deterministic on the GPU; a shared
+(1, Ht, Wt, C) texture collects every image's share).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import triton.language as tl
 
 from nl3dmm.constants import BOUNDARY_MODES
 
+from . import fixed_sum
+from .fixed_sum import scatter_add
 from .render_math import bilinear_taps, bilinear_weight_grads, bilinear_weights
 from .runtime import cdiv, launch, pixel_block
 
@@ -49,10 +52,12 @@ def _forward_kernel(tex_ptr, uv_ptr, out_ptr, tex_h, tex_w, height, width,
 
 
 @triton.jit
-def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, grad_tex_ptr, grad_uv_ptr, tex_h, tex_w,
-                     height, width,
+def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, meta_ptr, acc_ptr, grad_uv_ptr, num_values,
+                     tex_h, tex_w, height, width,
                      BATCHED: tl.constexpr, MODE: tl.constexpr, CHANNELS: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     BLOCK: tl.constexpr, PASS: tl.constexpr):
+    """grad_tex: one pass of kernels/fixed_sum.py into num_values sums; grad_uv (a gather) is
+    written by the last pass only."""
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
@@ -62,9 +67,10 @@ def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, grad_tex_ptr, grad_uv_ptr, t
     w00, w01, w10, w11 = bilinear_weights(fx, fy, in00, in01, in10, in11)
     du00, du01, du10, du11, dv00, dv01, dv10, dv11 = bilinear_weight_grads(
         fx, fy, in00, in01, in10, in11, tex_h, tex_w)
+    base = b * 0
     if BATCHED:
         tex_ptr += b * tex_h * tex_w * CHANNELS
-        grad_tex_ptr += b * tex_h * tex_w * CHANNELS
+        base = b * tex_h * tex_w * CHANNELS
     g_u = tl.full([BLOCK], 0.0, tl.float64)
     g_v = tl.full([BLOCK], 0.0, tl.float64)
     for c in tl.static_range(CHANNELS):
@@ -82,12 +88,17 @@ def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, grad_tex_ptr, grad_uv_ptr, t
         g_v += dv10 * gt10
         g_v += dv11 * gt11
         # Taps with weight 0 (outside in ZERO mode, or exactly on a texel line) add nothing.
-        # Relaxed atomics: only the sums matter.
-        grad_c = grad_tex_ptr + c
-        tl.atomic_add(grad_c + i00 * CHANNELS, w00 * g, mask=live & (w00 != 0.0), sem="relaxed")
-        tl.atomic_add(grad_c + i01 * CHANNELS, w01 * g, mask=live & (w01 != 0.0), sem="relaxed")
-        tl.atomic_add(grad_c + i10 * CHANNELS, w10 * g, mask=live & (w10 != 0.0), sem="relaxed")
-        tl.atomic_add(grad_c + i11 * CHANNELS, w11 * g, mask=live & (w11 != 0.0), sem="relaxed")
+        grad_c = base + c
+        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i00 * CHANNELS, w00 * g,
+                    live & (w00 != 0.0), PASS)
+        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i01 * CHANNELS, w01 * g,
+                    live & (w01 != 0.0), PASS)
+        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i10 * CHANNELS, w10 * g,
+                    live & (w10 != 0.0), PASS)
+        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i11 * CHANNELS, w11 * g,
+                    live & (w11 != 0.0), PASS)
+    if PASS == 0:
+        return
     tl.store(grad_uv_ptr + pixel * 2 + 0, g_u, mask=live)
     tl.store(grad_uv_ptr + pixel * 2 + 1, g_v, mask=live)
 
@@ -109,10 +120,12 @@ def sample_texture_backward(tex: torch.Tensor, tex_batched: bool, uv: torch.Tens
     """(grad_tex of tex's shape, grad_uv of uv's shape)."""
     B, H, W, _ = uv.shape
     _, Ht, Wt, C = tex.shape
-    grad_tex = torch.zeros(tex.shape, dtype=torch.float64, device=tex.device)
+    fixed_sum.check_term_count(4 * H * W * (1 if tex_batched else B))  # clamp: 4 taps, 1 texel
+    meta, acc = fixed_sum.scratch(tex.numel(), tex.device)
     grad_uv = torch.empty_like(uv)
     block = pixel_block(uv.device, H * W)
-    launch(_backward_kernel, (cdiv(H * W, block), B), uv.device, tex, uv, grad_out, grad_tex,
-           grad_uv, Ht, Wt, H, W, BATCHED=bool(tex_batched), MODE=BOUNDARY_MODES[boundary],
-           CHANNELS=C, BLOCK=block)
-    return grad_tex.to(tex.dtype), grad_uv
+    for p in fixed_sum.passes():
+        launch(_backward_kernel, (cdiv(H * W, block), B), uv.device, tex, uv, grad_out, meta, acc,
+               grad_uv, tex.numel(), Ht, Wt, H, W, BATCHED=bool(tex_batched),
+               MODE=BOUNDARY_MODES[boundary], CHANNELS=C, BLOCK=block, PASS=p)
+    return fixed_sum.finish(meta, acc).view(tex.shape).to(tex.dtype), grad_uv

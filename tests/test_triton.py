@@ -312,3 +312,152 @@ def test_gpu_matches_cpu_and_is_deterministic(seed):
         out_gpu = nl3dmm.sample_texture(tex.cuda(), uv_gpu * 1.2 - 0.1, boundary, backend="triton")
         out_cpu = nl3dmm.sample_texture(tex, uv_gpu.cpu() * 1.2 - 0.1, boundary, backend="cpu")
         assert_rel_close(out_gpu.cpu(), out_cpu, 1e-5, f"sample_texture[{boundary}] vs cpu")
+
+
+# ---- deterministic gradients (kernels/fixed_sum.py) ------------------------------------------
+
+import contextlib  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+
+import triton.language as tl  # noqa: E402
+
+from nl3dmm.kernels import fixed_sum  # noqa: E402
+from nl3dmm.kernels import interpolate as k_interpolate  # noqa: E402
+from nl3dmm.kernels import texture as k_texture  # noqa: E402
+from nl3dmm.kernels.fixed_sum import scatter_add  # noqa: E402
+
+
+@contextlib.contextmanager
+def _programs_in_order(order):
+    """Run every interpreted launch's programs in the order order(number of programs) gives
+    (a list of linear program indices) instead of the interpreter's row-major loop: a different
+    schedule, as a GPU may pick. Patches the interpreter's grid-index setter."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    real_dim, real_idx = builder.set_grid_dim, builder.set_grid_idx
+    state = {}
+
+    def set_grid_dim(x, y, z):
+        state.update(dims=(x, y, z), k=0, order=order(x * y * z))
+        real_dim(x, y, z)
+
+    def set_grid_idx(x, y, z):
+        _, gy, gz = state["dims"]
+        linear = state["order"][state["k"]]
+        state["k"] += 1
+        real_idx(linear // (gy * gz), (linear // gz) % gy, linear % gz)
+
+    builder.set_grid_dim, builder.set_grid_idx = set_grid_dim, set_grid_idx
+    try:
+        yield
+    finally:
+        builder.set_grid_dim, builder.set_grid_idx = real_dim, real_idx
+
+
+def _backward_grads(dtype, pos, tri, attr, tex, uv, g_rast, g_attr, g_tex):
+    """d pos, d attr (shared), d tex (shared) through the three Triton backward passes."""
+    p = pos.clone().requires_grad_(True)
+    nl3dmm.rasterize(p, tri, (H, W), backend="triton").backward(g_rast.to(dtype))
+    rast = nl3dmm.rasterize(pos, tri, (H, W), backend="cpu")
+    a = attr.clone().requires_grad_(True)
+    nl3dmm.interpolate(a, rast, tri, backend="triton").backward(g_attr.to(dtype))
+    t = tex.clone().requires_grad_(True)
+    nl3dmm.sample_texture(t, uv, "clamp", backend="triton").backward(g_tex.to(dtype))
+    return p.grad, a.grad, t.grad
+
+
+def test_backward_bits_do_not_depend_on_the_program_order(seed, monkeypatch):
+    """The three backward passes with 16-pixel programs (40 per launch) run in row-major,
+    reversed and shuffled order: the fixed-point gradients are bit-identical; float64
+    atomics (the old kernels, FLOAT) in the same orders are not: the positive control that
+    the orders really change the summation order."""
+    dtype = torch.float64
+    pos, tri = _soup(dtype)
+    attr = torch.randn(1, V, 3, dtype=dtype)
+    tex = torch.randn(1, TEX_H, TEX_W, 2, dtype=dtype)
+    uv = _uv_away_from_kinks((B, H, W), dtype=dtype)
+    grads = [torch.randn(B, H, W, n, dtype=dtype) for n in (4, 3, 2)]
+    for module in (k_rasterize, k_interpolate, k_texture):
+        monkeypatch.setattr(module, "pixel_block", lambda device, n: 16)
+    shuffle = random.Random(seed)
+    orders = {"row-major": lambda n: list(range(n)), "reversed": lambda n: list(range(n))[::-1],
+              "shuffled": lambda n: shuffle.sample(range(n), n)}
+    results = {}
+    for float_atomics in (False, True):
+        monkeypatch.setattr(fixed_sum, "FLOAT_ATOMICS", float_atomics)
+        for name, order in orders.items():
+            with _programs_in_order(order):
+                results[float_atomics, name] = _backward_grads(dtype, pos, tri, attr, tex, uv, *grads)
+    for what, fixed, first in zip(("d pos", "d attr", "d tex"), results[False, "row-major"],
+                                  results[True, "row-major"]):
+        assert_rel_close(fixed, first, 1e-12, f"{what}: fixed point vs float64 atomics")
+    for name in ("reversed", "shuffled"):
+        for what, a, b in zip(("d pos", "d attr", "d tex"), results[False, "row-major"],
+                              results[False, name]):
+            assert torch.equal(a, b), f"{what}: fixed-point bits change with the {name} order"
+    changed = [what for name in ("reversed", "shuffled")
+               for what, a, b in zip(("d pos", "d attr", "d tex"), results[True, "row-major"],
+                                     results[True, name]) if not torch.equal(a, b)]
+    assert {"d attr", "d tex"} <= set(changed), \
+        f"float atomics gave the same bits in another order ({changed}): the control is void"
+
+
+@triton.jit
+def _sum_kernel(x_ptr, index_ptr, meta_ptr, acc_ptr, num_terms, num_values,
+                BLOCK: tl.constexpr, PASS: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = i < num_terms
+    x = tl.load(x_ptr + i, mask=live, other=0.0)
+    index = tl.load(index_ptr + i, mask=live, other=0)
+    scatter_add(meta_ptr, acc_ptr, num_values, index, x, live, PASS)
+
+
+def _fixed_sums(terms, index, num_values, block=64):
+    meta, acc = fixed_sum.scratch(num_values, terms.device)
+    for p in fixed_sum.passes():
+        runtime.launch(_sum_kernel, (runtime.cdiv(terms.numel(), block),), terms.device, terms,
+                       index, meta, acc, terms.numel(), num_values, BLOCK=block, PASS=p)
+    return fixed_sum.finish(meta, acc)
+
+
+def test_fixed_point_sums_match_fsum_within_the_stated_bound(seed):
+    """Per value: |sum - math.fsum(terms)| <= 2^(2h - 62) * the largest |term| (h = ceil(log2 n),
+    kernels/fixed_sum.py) plus the final rounding, over magnitudes from 2^-1074 to 2^1000,
+    cancellations, single terms (exact), empty values (0) and IEEE non-finite rules; and the
+    bits do not depend on the order of the terms."""
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for n, spread in ((1, 0), (7, 3), (100, 20), (600, 60), (300, 0)):
+        x = torch.randn(n, generator=gen, dtype=torch.float64)
+        x = x * torch.pow(2.0, torch.randint(-spread, spread + 1, (n,), generator=gen).double())
+        values.append(x)
+    f64 = lambda *x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    values.append(f64(2.0**1000, 1.0, -2.0**1000, 3.0))  # cancels to what fixed point lost
+    values.append(f64(1e-320, 3e-321, -5e-324))          # subnormals only: exact
+    values.append(f64(*[0.1] * 10))
+    values.append(f64())                                  # no term: 0
+    values.append(f64(1.0, math.inf, 2.0))
+    values.append(f64(-math.inf, 1.0))
+    values.append(f64(math.inf, -math.inf))
+    values.append(f64(1.0, math.nan))
+    terms = torch.cat(values)
+    index = torch.cat([torch.full((len(v),), i, dtype=torch.int64) for i, v in enumerate(values)])
+    perm = torch.randperm(terms.numel(), generator=gen)
+    sums = _fixed_sums(terms, index, len(values))
+    assert torch.equal(sums.view(torch.int64), _fixed_sums(terms[perm], index[perm],
+                                                           len(values)).view(torch.int64))
+    for i, v in enumerate(values[:-4]):
+        exact = math.fsum(v.tolist())
+        n = v.numel()
+        largest = float(v.abs().max()) if n else 0.0
+        h = math.ceil(math.log2(n)) if n > 1 else 0
+        bound = 2.0 ** (2 * h - 62) * largest + math.ulp(exact)
+        error = abs(float(sums[i]) - exact)
+        assert error <= bound, f"value {i} ({n} terms): |{float(sums[i])!r} - {exact!r}| > {bound}"
+        if n == 1:
+            assert float(sums[i]) == exact, "a single term must come back exactly"
+    assert float(sums[-5]) == 0.0
+    assert float(sums[-4]) == float("inf") and float(sums[-3]) == float("-inf")
+    assert math.isnan(float(sums[-2])) and math.isnan(float(sums[-1]))

@@ -10,8 +10,9 @@ not for speed. The automatic dispatch never picks this backend for CPU tensors; 
 with backend="triton".
 
 Semantics are the CPU backend's: same conventions, same triangle ids bit for bit, values equal
-to rounding. Gradients are summed with float64 atomics, so on the GPU their last bits depend on
-the order in which the atomics land; the forward pass is bit-deterministic.
+to rounding. Gradients are summed in 64-bit fixed point with integer atomics
+(nl3dmm/kernels/fixed_sum.py, two launches per backward), so they are bit-deterministic on the
+GPU too, whatever the program schedule; the forward pass is bit-deterministic.
 """
 from __future__ import annotations
 
