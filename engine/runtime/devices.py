@@ -29,12 +29,20 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int | N
         return torch.device("cpu")
     if device.type != "cuda":
         raise ValueError(f"unsupported device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
-                         "use device=cpu or auto")
     index = device.index
     if index is None:
         index = int(os.environ.get("LOCAL_RANK", "0")) if local_rank is None else local_rank
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"device cuda:{index} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+    problem = cuda_problem(index)
+    if problem is not None:
+        raise ValueError(f"device {name!r} asked for, but {problem}; use device=cpu or auto")
     return torch.device("cuda", index)
+
+
+def cuda_problem(index: int) -> str | None:
+    """Why GPU `index` cannot be used by this torch on this machine, or None when it can."""
+    if not torch.cuda.is_available():
+        why = "it was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        return f"this torch ({torch.__version__}) sees no CUDA GPU ({why})"
+    if index >= torch.cuda.device_count():
+        return f"cuda:{index} does not exist: only {torch.cuda.device_count()} GPU(s) are visible"
+    return None

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from ..model.networks import CONFIGS
+from ..runtime.devices import cuda_problem
 
 
 @dataclass
@@ -157,13 +156,9 @@ def check_device(name: str, option: str = "device") -> str:
     """`name` if it is auto, cpu, cuda or cuda:N and usable here; ValueError naming `option`."""
     if not isinstance(name, str) or not DEVICE.fullmatch(name):
         raise ValueError(f"{option} must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-            raise ValueError(f"{option}={name}, but {why} (torch {torch.__version__}); use {option}=cpu or auto")
-        index = int(name.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"{option}={name}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    problem = cuda_problem(int(name.partition(":")[2] or 0)) if name.startswith("cuda") else None
+    if problem is not None:
+        raise ValueError(f"{option}={name}, but {problem}; use {option}=cpu or auto")
     return name
 
 
