@@ -485,12 +485,12 @@ def _train(run: Run, data: TrainingData | None, resume: bool) -> dict:
     say(parameter_summary(model))
     held_out = f" ({data.excluded} held out: {config.exclude})" if getattr(data, "excluded", 0) else ""
     say(f"training on {run.device} x {run.world} process(es), {len(data)} samples{held_out}, stages {stages}")
+    fields = getattr(data, "fields", getattr(data, "arrays", {}))
     if shape_targets is not None:
         say(f"dense shapes from {config.basis}: L0 includes the shape loss (flipped crops get the mirrored face)")
-    elif "shape" not in getattr(data, "fields", getattr(data, "arrays", {})):
+    elif "shape" not in fields:
         say("dense shapes unavailable: landmark and image losses only (L0 uses m and the pseudo texture); "
             "pass basis= (nl3dmm convert-bfm) for the shape loss")
-    fields = getattr(data, "fields", getattr(data, "arrays", {}))
     store = getattr(data, "store", None)  # a training store's manifest says which landmark targets it holds
     conventions = store.manifest.get("counts", {}).get("landmark_conventions") if store is not None else None
     say(format_terms(describe_terms(config, model, stages, shape_targets is not None or "shape" in fields,
