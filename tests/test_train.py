@@ -199,3 +199,19 @@ def test_held_out_photos_are_never_served():
         open_training_data(None, "image9")
     with pytest.raises(ValueError, match="training store"):
         open_training_data(str(REPO / "whatever.npz"), "image00050")
+
+
+def test_a_step_reports_the_renderers_deferred_checks(tmp_path):
+    """On CUDA the ops count bad inputs on the device (validate="deferred") and report them at
+    nl3dmm.render.check_pending(): the training step reads them beside its one host sync, so a
+    failure stops the run at that step. A deferred failure recorded on the CPU stands in here."""
+    import nl3dmm
+
+    nl3dmm.render.check_pending()  # start clean
+    pos = torch.rand(1, 3, 4)
+    pos[0, 0, 0] = float("nan")
+    nl3dmm.rasterize(pos, torch.tensor([[0, 1, 2]], dtype=torch.int32), (4, 4), validate="deferred")
+    config = make_config("tiny", steps=1, batch_size=4, out=str(tmp_path / "run"), landmark_step=False)
+    with pytest.raises(ValueError, match="rasterize"):
+        train(config, data=ArrayData(**_arrays(4)))
+    nl3dmm.render.check_pending()  # the step's check cleared the counts

@@ -32,6 +32,7 @@ from ..data.store import read_npz
 from ..model.adversarial import FakeHistory, PatchDiscriminator
 from ..model.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from ..model.networks import build_model, parameter_summary
+from ..render import check_pending
 from ..runtime import process_resident_bytes, resolve_device
 from .batches import ArrayData, Schedule, TrainingData, crop_offsets, shift_crops, to_device
 from .config import TrainConfig, resume_stage, validate
@@ -249,6 +250,9 @@ class Trainer:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         # The step's one host sync: a non-finite step must be skipped before opt.step().
         ok = bool(finite.item())
+        # The renderer's deferred input checks (the default on CUDA) are read here, next to that
+        # sync, so a NaN or a bad index in this step's renders stops the run at this step.
+        check_pending(device)
         if ok:
             if self.config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
