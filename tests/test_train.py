@@ -215,3 +215,13 @@ def test_a_step_reports_the_renderers_deferred_checks(tmp_path):
     with pytest.raises(ValueError, match="rasterize"):
         train(config, data=ArrayData(**_arrays(4)))
     nl3dmm.render.check_pending()  # the step's check cleared the counts
+
+
+def test_without_a_progress_bar_each_log_step_prints_a_line(tmp_path):
+    # tiny has progress=False (a log file, CI): the user still sees the run advance.
+    messages = []
+    train(make_config("tiny", steps=4, log_every=2, out=str(tmp_path / "run")),
+          data=ArrayData(**_arrays(4)), log=messages.append)
+    lines = [m for m in messages if m.startswith("pretrain step ")]
+    assert [m.split(":")[0] for m in lines] == ["pretrain step 2/4", "pretrain step 4/4"], messages
+    assert all("images/s" in m and "loss" in m for m in lines)

@@ -410,6 +410,9 @@ class Trainer:
                         progress.set_postfix(loss=f"{float(terms['total']):.4g}", img_s=f"{rate:.1f}")
                 if run.main and logging:
                     self.log(stage, done, terms, optimizers, rate)
+                    if progress is None:  # no bar (progress=false, e.g. a log file): one line per log step
+                        run.say(f"{stage} step {done}/{config.steps}: loss {float(terms['total']):.4g}, "
+                                f"{rate:.2f} images/s")
                 if run.main and (done % config.image_every == 0 or done == config.steps):
                     self.save_images(stage, done, out, batch)
                 if done % config.ckpt_every == 0 or done == config.steps:
