@@ -268,6 +268,14 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
       gather per pixel; the vertex gradient is summed in a fixed order on the CPU and in fixed
       point on CUDA).
 
+    Limits (nvdiffrast's approximation has them too): a pair sees one edge, and pairs stay
+    inside the image. So the image is continuous in pos where one silhouette edge passes
+    between two pixel centres; where two silhouette edges meet inside a pixel (a visible
+    corner), or where an edge runs between a border pixel's centre and the image border, the
+    image can still jump by up to half a colour difference as a pixel centre changes hands. No
+    blending across interior (non-silhouette) edges and occlusion boundaries that are not
+    silhouettes of the front surface (intersecting surfaces).
+
     Args:
         color: (B, H, W, C) shaded image, rast's dtype (for example the output of
             `sample_texture` or `interpolate`; background pixels hold the background colour).
