@@ -8,8 +8,9 @@ antialias, stalls without); bad input; kernels that meet bad indices.
 
 Tolerances (max-abs error relative to the largest reference value): float64 1e-12; float32
 1e-5 for the image and the colour gradient, 1e-4 for the vertex gradient (the project's). The
-CUDA source, run on the CPU by the host harness, is bit-equal to the CPU kernels in the forward
-pass and within 1e-6 (float32) / 1e-12 (float64) in the gradients, as the other ops.
+CUDA source, run on the CPU by the host harness, and the Triton kernels, run by Triton's
+interpreter, are bit-equal to the CPU kernels in the image and the colour gradient (gathers)
+and within 1e-6 (float32) / 1e-12 (float64) in the vertex gradient (fixed-point sums).
 
 Running this file as a script writes docs/images/antialias_fit.png (target | start | fitted
 without antialias | fitted with it).
@@ -380,14 +381,15 @@ def test_bad_topology_raises(topology, error, message):
 def test_deferred_validation_reports_at_check_pending():
     color, rast, pos, tri = small_case()
     nl3dmm.render.check_pending()
-    nl3dmm.antialias(color, rast, pos, tri, topology=torch.full((1, 3), 9), validate="deferred")
+    color[0, 0, 0, 0] = float("nan")
+    nl3dmm.antialias(color, rast, pos, tri, validate="deferred")  # no host check, no error yet
+    with pytest.raises(ValueError, match="antialias: color contains NaN or Inf"):
+        nl3dmm.render.check_pending()
+    # A bad topology is also met by the kernel, which skips it and (on the CPU) says so at once.
+    with pytest.raises(ValueError, match="antialias_forward: topology holds a vertex index outside"):
+        nl3dmm.antialias(color.nan_to_num(), rast, pos, tri, topology=torch.full((1, 3), 9), validate="deferred")
     with pytest.raises(ValueError, match="antialias: topology holds an index outside -1..V-1"):
         nl3dmm.render.check_pending()
-
-
-def test_triton_says_it_has_no_kernel():
-    with pytest.raises(NotImplementedError, match="no Triton kernel"):
-        nl3dmm.antialias(*small_case(), backend="triton")
 
 
 # ---- kernels meeting bad indices (validation bypassed) --------------------------------------------
@@ -474,6 +476,60 @@ def test_sanitizers_find_nothing(drivers, seed, variant):
     expected = backend_pass(CPU, color, rast, pos, tri, grad_out)
     actual = backend_pass(host_backend(drivers, variant, workers=4, chunk=1), color, rast, pos, tri, grad_out)
     assert torch.equal(actual[0], expected[0])
+
+
+# ---- Triton: the interpreter on CPU tensors, and the compiled path ahead of time -------------------
+
+def require_triton():
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pytest.skip("triton is not installed: pip install -e '.[test]'")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_matches_cpu(seed, dtype):
+    """Interpreted (milliseconds per program op, so a small case): forward and colour gradient
+    bit-equal to the CPU kernels, the vertex gradient within the fixed-point sums' rounding."""
+    require_triton()
+    color, rast, pos, tri = soup_scene(dtype, batch=2, H=13, W=17)
+    grad_out = torch.randn(color.shape, dtype=torch.float64)
+    expected = run("cpu", color, rast, pos, tri, grad_out)
+    actual = run("triton", color, rast, pos, tri, grad_out)
+    assert torch.equal(actual[0], expected[0]), "forward is not bit-equal"
+    assert torch.equal(actual[1], expected[1]), "the colour gradient is not bit-equal"
+    scale = float(expected[2].abs().max())
+    assert scale > 0
+    err = float((actual[2].double() - expected[2].double()).abs().max())
+    assert err <= HOST_GRAD_TOL[dtype] * scale, err / scale
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_the_gpu():
+    """The interpreter never runs Triton's compiler: compile the three launches (forward, both
+    backward passes) for sm_90 at the GPU block size, float32, without a GPU. Slow: the pair
+    analysis is inlined 12 times in all and ptxas took 590 s of a loaded 2-core machine."""
+    require_triton()
+    from triton.runtime.jit import JITFunction
+
+    from nl3dmm.kernels import antialias as k_antialias
+    from nl3dmm.kernels import fixed_sum, runtime
+    if not isinstance(k_antialias._forward_kernel, JITFunction):
+        pytest.skip("TRITON_INTERPRET=1 is set: every kernel is an interpreted one")
+    color, rast, pos, tri = small_case()
+    topo = edge_opposites(tri)
+    H, W, C = color.shape[1:]
+    block = runtime.pixel_block(torch.device("cuda"), 10 ** 6)
+    launches = [(k_antialias._forward_kernel, (color, rast, pos, tri, topo, color, 3, 1, H, W),
+                 {"CHANNELS": C, "BLOCK": block, "enable_fp_fusion": False})]
+    meta, acc = fixed_sum.scratch(12, color.device)
+    for p in fixed_sum.PASSES:
+        launches.append((k_antialias._backward_kernel,
+                         (color, rast, pos, tri, topo, color, meta, acc, color, 12, 3, 1, H, W),
+                         {"CHANNELS": C, "BLOCK": block, "PASS": p, "enable_fp_fusion": False}))
+    for kernel, args, options in launches:
+        binary = runtime.compile_for_gpu(kernel, args, options, arch=90)
+        assert binary.asm.get("cubin"), kernel.__name__
 
 
 def write_picture(path: Path) -> None:

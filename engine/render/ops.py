@@ -285,7 +285,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         topology: (F, 3) int from `nl3dmm.render.topology.edge_opposites(tri)`: the third vertex
             of the triangle across each edge, -1 for none. It depends on tri only; computed
             here and cached per tri tensor when None.
-        backend, validate: as for `rasterize` ("triton" has no antialias kernel yet).
+        backend, validate: as for `rasterize`.
 
     Returns:
         (B, H, W, C) in color's dtype.
@@ -305,7 +305,5 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         pending.end(rast.device)
     if name == "reference":
         return reference.antialias(color, rast, pos, tri, topology)
-    if name == "triton":
-        raise NotImplementedError("antialias has no Triton kernel yet; use backend='cuda' or 'cpu'")
     return _Antialias.apply(color.contiguous(), rast.contiguous(), pos.contiguous(), tri, topology,
                             get_backend(name))
