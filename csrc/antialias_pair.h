@@ -156,30 +156,104 @@ NL_HD PixelBlends pixel_blends(const T* rast_b, const T* pos_b, const int32_t* t
     return blends;
 }
 
-// What the pair at (row, col) sends to the vertices of its edge through its crossing distance
-// t: d out[target] / d t = colour(front) - colour(back), whichever pixel is the target, dotted
-// with the target's upstream gradient. False when nothing (no blend, t clamped, a zero term);
-// otherwise the two vertex indices and their (dx, dy, dz, dw). color_b, grad_b: (H, W, C).
+// The typed buffers and sizes of one antialias call (render_args.h AntialiasArgs), passed by
+// value to the CUDA kernels. Image b's slices start at b * pixels * C (colour, gradients),
+// b * pixels * 4 (raster) and b * V * 4 (vertices).
 template <typename T>
-NL_HD bool pair_vertex_gradient(const AntialiasPair& pair, const T* color_b, const T* grad_b,
-                                const T* pos_b, const int32_t* tri, int64_t C, int H, int W,
-                                int row, int col, bool down, int64_t vertex[2], double grad[2][4]) {
+struct AntialiasBuffers {
+    const T* color;
+    const T* rast;
+    const T* pos;
+    const int32_t* tri;
+    const int32_t* opposite;
+    const T* grad_out;
+    T* out;
+    T* grad_color;
+    int32_t* status;
+    int64_t B, V, F, C, pixels;
+    int H, W;
+};
+
+template <typename T>
+inline AntialiasBuffers<T> antialias_buffers(const AntialiasArgs& a) {
+    return AntialiasBuffers<T>{buffer<const T>(a.color), buffer<const T>(a.rast), buffer<const T>(a.pos),
+                               buffer<const int32_t>(a.tri), buffer<const int32_t>(a.topology),
+                               buffer<const T>(a.grad_out), buffer<T>(a.out), buffer<T>(a.grad_color),
+                               buffer<int32_t>(a.launch.status), a.B, a.V, a.F, a.C, (int64_t)a.H * a.W,
+                               a.H, a.W};
+}
+
+template <typename T>
+NL_HD AntialiasPair analyse_pair(const AntialiasBuffers<T>& a, int64_t b, int row, int col, bool down) {
+    return analyse_pair(a.rast + b * a.pixels * 4, a.pos + b * a.V * 4, a.tri, a.opposite, a.V, a.F, a.H,
+                        a.W, row, col, down, a.status);
+}
+
+template <typename T>
+NL_HD PixelBlends pixel_blends(const AntialiasBuffers<T>& a, int64_t bp) {
+    const int64_t b = bp / a.pixels, p = bp % a.pixels;
+    return pixel_blends(a.rast + b * a.pixels * 4, a.pos + b * a.V * 4, a.tri, a.opposite, a.V, a.F, a.H,
+                        a.W, (int)(p / a.W), (int)(p % a.W), a.status);
+}
+
+// Forward, pixel bp (image-major): its colour plus the blends into it, in float64, rounded once.
+template <typename T>
+NL_HD void antialias_pixel(const AntialiasBuffers<T>& a, int64_t bp) {
+    const PixelBlends blends = pixel_blends(a, bp);
+    const T* image = a.color + (bp / a.pixels) * a.pixels * a.C;
+    for (int64_t c = 0; c < a.C; ++c) {
+        const double own = (double)a.color[bp * a.C + c];
+        double v = own;
+        for (int k = 0; k < blends.count; ++k)
+            if (blends.into_this[k]) v += blends.weight[k] * ((double)image[blends.other[k] * a.C + c] - own);
+        a.out[bp * a.C + c] = (T)v;
+    }
+}
+
+// Backward, d out / d color at pixel bp: the identity, minus w times this pixel's upstream
+// gradient for each blend into it, plus w times the other pixel's for each blend of this
+// colour into the other.
+template <typename T>
+NL_HD void antialias_color_gradient_pixel(const AntialiasBuffers<T>& a, int64_t bp) {
+    const PixelBlends blends = pixel_blends(a, bp);
+    const T* image = a.grad_out + (bp / a.pixels) * a.pixels * a.C;
+    for (int64_t c = 0; c < a.C; ++c) {
+        const double own = (double)a.grad_out[bp * a.C + c];
+        double g = own;
+        for (int k = 0; k < blends.count; ++k)
+            g += blends.into_this[k] ? -blends.weight[k] * own
+                                     : blends.weight[k] * (double)image[blends.other[k] * a.C + c];
+        a.grad_color[bp * a.C + c] = (T)g;
+    }
+}
+
+// What the pair at (row, col) of image b sends to the vertices of its edge through its crossing
+// distance t: d out[target] / d t = colour(front) - colour(back), whichever pixel is the target,
+// dotted with the target's upstream gradient. False when nothing (no blend, t clamped, a zero
+// term); otherwise the two vertex indices and their (dx, dy, dz, dw).
+template <typename T>
+NL_HD bool pair_vertex_gradient(const AntialiasBuffers<T>& a, int64_t b, int row, int col, bool down,
+                                int64_t vertex[2], double grad[2][4]) {
+    const AntialiasPair pair = analyse_pair(a, b, row, col, down);
     if (!pair.hit || pair.clamped) return false;
-    const int64_t px[2] = {(int64_t)row * W + col, (int64_t)row * W + col + (down ? W : 1)};
+    const int64_t px[2] = {(int64_t)row * a.W + col, (int64_t)row * a.W + col + (down ? a.W : 1)};
     const int64_t target = px[blend_target(pair)], front = px[pair.front], back = px[1 - pair.front];
+    const T* color_b = a.color + b * a.pixels * a.C;
+    const T* grad_b = a.grad_out + b * a.pixels * a.C;
     double g_t = 0.0;
-    for (int64_t c = 0; c < C; ++c)
-        g_t += (double)grad_b[target * C + c] * ((double)color_b[front * C + c] - (double)color_b[back * C + c]);
+    for (int64_t c = 0; c < a.C; ++c)
+        g_t += (double)grad_b[target * a.C + c] *
+               ((double)color_b[front * a.C + c] - (double)color_b[back * a.C + c]);
     if (g_t == 0.0) return false;
-    const int32_t* corners = tri + pair.triangle * 3;  // checked by analyse_pair
+    const int32_t* corners = a.tri + pair.triangle * 3;  // checked by analyse_pair
     vertex[0] = corners[(pair.edge + 1) % 3];
     vertex[1] = corners[(pair.edge + 2) % 3];
     ClipVertex ends[2];
     for (int k = 0; k < 2; ++k) {
-        const T* v = pos_b + vertex[k] * 4;
+        const T* v = a.pos + (b * a.V + vertex[k]) * 4;
         ends[k] = ClipVertex{(double)v[0], (double)v[1], (double)v[2], (double)v[3]};
     }
-    crossing_distance_backward(ends[0], ends[1], down, pair.ca, pair.cb, pair.step, H, W, g_t, grad);
+    crossing_distance_backward(ends[0], ends[1], down, pair.ca, pair.cb, pair.step, a.H, a.W, g_t, grad);
     return true;
 }
 

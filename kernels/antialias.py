@@ -145,17 +145,9 @@ def _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices, nu
 
 
 @triton.jit
-def _forward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, out_ptr, num_vertices,
-                    num_triangles, height, width, CHANNELS: tl.constexpr, BLOCK: tl.constexpr):
-    b = tl.program_id(1).to(tl.int64)
-    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = p < height * width
-    row = p // width
-    col = p % width
-    rast_ptr += b * height * width * 4
-    pos_ptr += b * num_vertices * 4
-    color_ptr += b * height * width * CHANNELS
-    out_ptr += b * height * width * CHANNELS
+def _pixel_blends(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
+                  num_triangles, height, width):
+    """pixel_blends: the pixel's pairs left, right, up, down, each (into_this, weight, other)."""
     in_l, w_l, o_l = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
                             num_triangles, height, width, 1, False)
     in_r, w_r, o_r = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
@@ -164,6 +156,30 @@ def _forward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, out_ptr, num
                             num_triangles, height, width, 1, True)
     in_d, w_d, o_d = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
                             num_triangles, height, width, 0, True)
+    return in_l, w_l, o_l, in_r, w_r, o_r, in_u, w_u, o_u, in_d, w_d, o_d
+
+
+@triton.jit
+def _program_pixels(height, width, BLOCK: tl.constexpr):
+    """(image, pixel, live, row, col) of this program's block of pixels."""
+    b = tl.program_id(1).to(tl.int64)
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = p < height * width
+    row = p // width
+    col = p % width
+    return b, p, live, row, col
+
+
+@triton.jit
+def _forward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, out_ptr, num_vertices,
+                    num_triangles, height, width, CHANNELS: tl.constexpr, BLOCK: tl.constexpr):
+    b, p, live, row, col = _program_pixels(height, width, BLOCK)
+    rast_ptr += b * height * width * 4
+    pos_ptr += b * num_vertices * 4
+    color_ptr += b * height * width * CHANNELS
+    out_ptr += b * height * width * CHANNELS
+    (in_l, w_l, o_l, in_r, w_r, o_r, in_u, w_u, o_u, in_d, w_d, o_d) = _pixel_blends(
+        rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices, num_triangles, height, width)
     for c in tl.static_range(CHANNELS):
         own = tl.load(color_ptr + p * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
         v = own
@@ -225,11 +241,7 @@ def _backward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, grad_out_pt
                      acc_ptr, grad_color_ptr, num_values, num_vertices, num_triangles, height,
                      width, CHANNELS: tl.constexpr, BLOCK: tl.constexpr, PASS: tl.constexpr):
     """grad_pos: one pass of kernels/fixed_sum.py; grad_color (a gather) by the last pass only."""
-    b = tl.program_id(1).to(tl.int64)
-    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = p < height * width
-    row = p // width
-    col = p % width
+    b, p, live, row, col = _program_pixels(height, width, BLOCK)
     rast_ptr += b * height * width * 4
     pos_ptr += b * num_vertices * 4
     color_ptr += b * height * width * CHANNELS
@@ -244,14 +256,8 @@ def _backward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, grad_out_pt
                    CHANNELS, True, PASS)
     if PASS == 0:
         return
-    in_l, w_l, o_l = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
-                            num_triangles, height, width, 1, False)
-    in_r, w_r, o_r = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
-                            num_triangles, height, width, 0, False)
-    in_u, w_u, o_u = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
-                            num_triangles, height, width, 1, True)
-    in_d, w_d, o_d = _blend(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices,
-                            num_triangles, height, width, 0, True)
+    (in_l, w_l, o_l, in_r, w_r, o_r, in_u, w_u, o_u, in_d, w_d, o_d) = _pixel_blends(
+        rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_vertices, num_triangles, height, width)
     for c in tl.static_range(CHANNELS):
         own = tl.load(grad_out_ptr + p * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
         g = own

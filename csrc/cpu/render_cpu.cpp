@@ -393,76 +393,26 @@ void sample_texture_backward_t(const TextureArgs& a) {
 // from it, in a fixed order. A pair is analysed by both of its pixels; the redundant work keeps
 // every output element the job of one thread, with no scratch.
 template <typename T>
-void antialias_forward_t(const AntialiasArgs& a) {
-    const T* color = buffer<const T>(a.color);
-    const T* rast = buffer<const T>(a.rast);
-    const T* pos = buffer<const T>(a.pos);
-    const int32_t* tri = buffer<const int32_t>(a.tri);
-    const int32_t* opposite = buffer<const int32_t>(a.topology);
-    T* out = buffer<T>(a.out);
-    int32_t* status = buffer<int32_t>(a.launch.status);
-    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
-    const int H = a.H, W = a.W;
+void antialias_forward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        const int64_t b = bp / pixels, p = bp % pixels;
-        const T* color_b = color + b * pixels * C;
-        const PixelBlends blends = pixel_blends(rast + b * pixels * 4, pos + b * V * 4, tri, opposite, V, F,
-                                                H, W, (int)(p / W), (int)(p % W), status);
-        for (int64_t c = 0; c < C; ++c) {
-            const double own = (double)color_b[p * C + c];
-            double v = own;
-            for (int k = 0; k < blends.count; ++k)
-                if (blends.into_this[k]) v += blends.weight[k] * ((double)color_b[blends.other[k] * C + c] - own);
-            out[bp * C + c] = (T)v;
-        }
-    }
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_pixel(a, bp);
 }
 
 template <typename T>
-void antialias_backward_t(const AntialiasArgs& a) {
-    const T* color = buffer<const T>(a.color);
-    const T* rast = buffer<const T>(a.rast);
-    const T* pos = buffer<const T>(a.pos);
-    const int32_t* tri = buffer<const int32_t>(a.tri);
-    const int32_t* opposite = buffer<const int32_t>(a.topology);
-    const T* grad_out = buffer<const T>(a.grad_out);
-    T* grad_color = buffer<T>(a.grad_color);
-    int32_t* status = buffer<int32_t>(a.launch.status);
-    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
-    const int H = a.H, W = a.W;
-    // d out / d color: the identity, minus w times this pixel's upstream gradient for each blend
-    // into it, plus w times the other pixel's for each blend of this colour into the other.
+void antialias_backward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
 #pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        const int64_t b = bp / pixels, p = bp % pixels;
-        const T* g_b = grad_out + b * pixels * C;
-        const PixelBlends blends = pixel_blends(rast + b * pixels * 4, pos + b * V * 4, tri, opposite, V, F,
-                                                H, W, (int)(p / W), (int)(p % W), status);
-        for (int64_t c = 0; c < C; ++c) {
-            const double own = (double)g_b[p * C + c];
-            double g = own;
-            for (int k = 0; k < blends.count; ++k)
-                g += blends.into_this[k] ? -blends.weight[k] * own
-                                         : blends.weight[k] * (double)g_b[blends.other[k] * C + c];
-            grad_color[bp * C + c] = (T)g;
-        }
-    }
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_color_gradient_pixel(a, bp);
     // d out / d pos: each pair once (from its pixel 0), in raster order per image.
-    scatter_by_image(a.B, V * 4, /*batched=*/true, buffer<T>(a.grad_pos), [&](int64_t b, double* acc) {
-        const T* rast_b = rast + b * pixels * 4;
-        const T* pos_b = pos + b * V * 4;
-        for (int64_t p = 0; p < pixels; ++p) {
-            const int row = (int)(p / W), col = (int)(p % W);
+    scatter_by_image(a.B, a.V * 4, /*batched=*/true, buffer<T>(args.grad_pos), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < a.pixels; ++p) {
+            const int row = (int)(p / a.W), col = (int)(p % a.W);
             for (int down = 0; down < 2; ++down) {
-                if (down ? row + 1 >= H : col + 1 >= W) continue;
-                const AntialiasPair pair = analyse_pair(rast_b, pos_b, tri, opposite, V, F, H, W, row, col,
-                                                        (bool)down, status);
+                if (down ? row + 1 >= a.H : col + 1 >= a.W) continue;
                 int64_t vertex[2];
                 double grad[2][4];
-                if (!pair_vertex_gradient(pair, color + b * pixels * C, grad_out + b * pixels * C, pos_b, tri, C,
-                                          H, W, row, col, (bool)down, vertex, grad))
-                    continue;
+                if (!pair_vertex_gradient(a, b, row, col, (bool)down, vertex, grad)) continue;
                 for (int k = 0; k < 2; ++k)
                     for (int c = 0; c < 4; ++c) acc[vertex[k] * 4 + c] += grad[k][c];
             }

@@ -257,66 +257,28 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
 }
 
 template <typename T>
-__global__ void antialias_kernel(const T* __restrict__ color, const T* __restrict__ rast,
-                                 const T* __restrict__ pos, const int32_t* __restrict__ tri,
-                                 const int32_t* __restrict__ opposite, int64_t B, int64_t V,
-                                 int64_t F, int64_t C, int H, int W, T* __restrict__ out, int* status) {
+__global__ void antialias_kernel(AntialiasBuffers<T> a) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const int64_t pixels = (int64_t)H * W;
-    if (i >= B * pixels) return;
-    const int64_t b = i / pixels, p = i % pixels;
-    const T* color_b = color + b * pixels * C;
-    const PixelBlends blends = pixel_blends(rast + b * pixels * 4, pos + b * V * 4, tri, opposite, V, F, H, W,
-                                            (int)(p / W), (int)(p % W), status);
-    for (int64_t c = 0; c < C; ++c) {
-        const double own = (double)color_b[p * C + c];
-        double v = own;
-        for (int k = 0; k < blends.count; ++k)
-            if (blends.into_this[k]) v += blends.weight[k] * ((double)color_b[blends.other[k] * C + c] - own);
-        out[i * C + c] = (T)v;
-    }
+    if (i >= a.B * a.pixels) return;
+    antialias_pixel(a, i);
 }
 
 // grad_color is a gather (written by the first pass); grad_pos a scatter of each pixel's own two
 // pairs (right, down) into fixed-point sums.
 template <typename T>
-__global__ void antialias_backward_kernel(const T* __restrict__ color, const T* __restrict__ rast,
-                                          const T* __restrict__ pos, const int32_t* __restrict__ tri,
-                                          const int32_t* __restrict__ opposite,
-                                          const T* __restrict__ grad_out, int64_t B, int64_t V,
-                                          int64_t F, int64_t C, int H, int W, SumPass pass,
-                                          FixedSums grad_pos, T* __restrict__ grad_color, int* status) {
+__global__ void antialias_backward_kernel(AntialiasBuffers<T> a, SumPass pass, FixedSums grad_pos) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const int64_t pixels = (int64_t)H * W;
-    if (i >= B * pixels) return;
-    const int64_t b = i / pixels, p = i % pixels;
-    const int row = (int)(p / W), col = (int)(p % W);
-    const T* rast_b = rast + b * pixels * 4;
-    const T* pos_b = pos + b * V * 4;
-    const T* g_b = grad_out + b * pixels * C;
-    if (pass == SumPass::kRange) {
-        const PixelBlends blends = pixel_blends(rast_b, pos_b, tri, opposite, V, F, H, W, row, col, status);
-        for (int64_t c = 0; c < C; ++c) {
-            const double own = (double)g_b[p * C + c];
-            double g = own;
-            for (int k = 0; k < blends.count; ++k)
-                g += blends.into_this[k] ? -blends.weight[k] * own
-                                         : blends.weight[k] * (double)g_b[blends.other[k] * C + c];
-            grad_color[i * C + c] = (T)g;
-        }
-    }
+    if (i >= a.B * a.pixels) return;
+    if (pass == SumPass::kRange) antialias_color_gradient_pixel(a, i);
+    const int64_t b = i / a.pixels, p = i % a.pixels;
+    const int row = (int)(p / a.W), col = (int)(p % a.W);
     for (int down = 0; down < 2; ++down) {
-        if (down ? row + 1 >= H : col + 1 >= W) continue;
-        const AntialiasPair pair = analyse_pair(rast_b, pos_b, tri, opposite, V, F, H, W, row, col, (bool)down,
-                                                status);
+        if (down ? row + 1 >= a.H : col + 1 >= a.W) continue;
         int64_t vertex[2];
         double grad[2][4];
-        if (!pair_vertex_gradient(pair, color + b * pixels * C, g_b, pos_b, tri, C, H, W, row, col, (bool)down,
-                                  vertex, grad))
-            continue;
+        if (!pair_vertex_gradient(a, b, row, col, (bool)down, vertex, grad)) continue;
         for (int k = 0; k < 2; ++k)
-            for (int c = 0; c < 4; ++c)
-                scatter_add(grad_pos, pass, (b * V + vertex[k]) * 4 + c, grad[k][c]);
+            for (int c = 0; c < 4; ++c) scatter_add(grad_pos, pass, (b * a.V + vertex[k]) * 4 + c, grad[k][c]);
     }
 }
 
@@ -418,28 +380,24 @@ void sample_texture_backward_t(const TextureArgs& a) {
 }
 
 template <typename T>
-void antialias_forward_t(const AntialiasArgs& a) {
-    const int64_t pixels = (int64_t)a.H * a.W;
-    NL_LAUNCH(antialias_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
-              buffer<const T>(a.color), buffer<const T>(a.rast), buffer<const T>(a.pos), buffer<const int32_t>(a.tri),
-              buffer<const int32_t>(a.topology), a.B, a.V, a.F, a.C, a.H, a.W, buffer<T>(a.out),
-              buffer<int>(a.launch.status));
+void antialias_forward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+    NL_LAUNCH(antialias_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream), a);
     check_launch("antialias_kernel");
 }
 
 template <typename T>
-void antialias_backward_t(const AntialiasArgs& a) {
-    const int64_t pixels = (int64_t)a.H * a.W, count = a.B * a.V * 4;
+void antialias_backward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+    const int64_t count = a.B * a.V * 4;
     // Per image, a vertex gets at most one term from each of the two pairs a pixel starts.
-    const FixedSums sums = start_sums(a.launch, count, 2 * pixels);
+    const FixedSums sums = start_sums(args.launch, count, 2 * a.pixels);
     for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
-        NL_LAUNCH(antialias_backward_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
-                  buffer<const T>(a.color), buffer<const T>(a.rast), buffer<const T>(a.pos),
-                  buffer<const int32_t>(a.tri), buffer<const int32_t>(a.topology), buffer<const T>(a.grad_out),
-                  a.B, a.V, a.F, a.C, a.H, a.W, pass, sums, buffer<T>(a.grad_color), buffer<int>(a.launch.status));
+        NL_LAUNCH(antialias_backward_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream),
+                  a, pass, sums);
         check_launch("antialias_backward_kernel");
     }
-    finish_sums(a.launch, sums, count, buffer<T>(a.grad_pos));
+    finish_sums(args.launch, sums, count, buffer<T>(args.grad_pos));
 }
 
 }  // namespace
