@@ -28,6 +28,7 @@ void check_args(const nl3dmm::LaunchArgs& launch) {
 }
 void check_args(const nl3dmm::RasterizeArgs& a) { check_args(a.launch); }
 void check_args(const nl3dmm::InterpolateArgs& a) { check_args(a.launch); }
+void check_args(const nl3dmm::AntialiasArgs& a) { check_args(a.launch); }
 void check_args(const nl3dmm::TextureArgs& a) {
     check_args(a.launch);
     if (a.mode < nl3dmm::kClamp || a.mode > nl3dmm::kWrap)
@@ -60,14 +61,16 @@ void def_op(py::module_& m, const char* name, void (*fn)(const Args&)) {
     }, doc.c_str());
 }
 
-// The six entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
+// The eight entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
 #define NL3DMM_DEF_OPS(module, ns)                                            \
     def_op(module, "rasterize_forward", &ns::rasterize_forward);             \
     def_op(module, "rasterize_backward", &ns::rasterize_backward);           \
     def_op(module, "interpolate_forward", &ns::interpolate_forward);         \
     def_op(module, "interpolate_backward", &ns::interpolate_backward);       \
     def_op(module, "sample_texture_forward", &ns::sample_texture_forward);   \
-    def_op(module, "sample_texture_backward", &ns::sample_texture_backward)
+    def_op(module, "sample_texture_backward", &ns::sample_texture_backward); \
+    def_op(module, "antialias_forward", &ns::antialias_forward);             \
+    def_op(module, "antialias_backward", &ns::antialias_backward)
 
 }  // namespace
 
@@ -76,6 +79,7 @@ PYBIND11_MODULE(_C, m) {
     m.attr("STATUS_BAD_VERTEX_INDEX") = (int)nl3dmm::kBadVertexIndex;
     m.attr("STATUS_BAD_TRIANGLE_ID") = (int)nl3dmm::kBadTriangleId;
     m.attr("STATUS_BAD_TEX_COORD") = (int)nl3dmm::kBadTexCoord;
+    m.attr("STATUS_BAD_NEIGHBOUR") = (int)nl3dmm::kBadNeighbour;
     // Scratch of the CUDA entry points: rasterize_forward needs one z-buffer key per pixel,
     // each backward one fixed-point sum per gradient value it scatters.
     m.attr("ZBUF_BYTES_PER_PIXEL") = nl3dmm::kZbufBytesPerPixel;

@@ -19,6 +19,7 @@ enum StatusBits : int32_t {
     kBadVertexIndex = 1,  // tri holds an index outside 0..V-1
     kBadTriangleId = 2,   // rast[..., 3] is not a triangle id in 0..F (0 = empty pixel)
     kBadTexCoord = 4,     // uv holds NaN or Inf
+    kBadNeighbour = 8,    // antialias's topology holds an index outside -1..V-1
 };
 
 // Scratch the CUDA entry points need (render_cuda.h says which call needs which).
@@ -75,7 +76,23 @@ struct TextureArgs {
     LaunchArgs launch;
 };
 
-// Defines a backend's six entry points, each calling its <op>_t<double> or <op>_t<float>
+struct AntialiasArgs {
+    bool f64 = false;
+    uintptr_t color = 0;     // (B, H, W, C) shaded image
+    uintptr_t rast = 0;      // (B, H, W, 4) raster of the same scene
+    uintptr_t pos = 0;       // (B, V, 4) clip-space positions the raster was drawn from
+    uintptr_t tri = 0;       // (F, 3) vertex indices
+    uintptr_t topology = 0;  // (F, 3) third vertex of the triangle across each edge, -1 for none
+    int64_t B = 0, V = 0, F = 0, C = 0;
+    int H = 0, W = 0;
+    uintptr_t out = 0;         // (B, H, W, C) forward output
+    uintptr_t grad_out = 0;    // backward input, like out
+    uintptr_t grad_color = 0;  // backward output, like color
+    uintptr_t grad_pos = 0;    // backward output, like pos (z gets no gradient)
+    LaunchArgs launch;
+};
+
+// Defines a backend's eight entry points, each calling its <op>_t<double> or <op>_t<float>
 // implementation as args.f64 says (csrc/cpu and csrc/cuda both end with it).
 #define NL3DMM_ENTRY_POINTS_BY_PRECISION                                                          \
     void rasterize_forward(const RasterizeArgs& a) {                                              \
@@ -95,6 +112,12 @@ struct TextureArgs {
     }                                                                                             \
     void sample_texture_backward(const TextureArgs& a) {                                          \
         a.f64 ? sample_texture_backward_t<double>(a) : sample_texture_backward_t<float>(a);       \
+    }                                                                                             \
+    void antialias_forward(const AntialiasArgs& a) {                                              \
+        a.f64 ? antialias_forward_t<double>(a) : antialias_forward_t<float>(a);                   \
+    }                                                                                             \
+    void antialias_backward(const AntialiasArgs& a) {                                             \
+        a.f64 ? antialias_backward_t<double>(a) : antialias_backward_t<float>(a);                 \
     }
 
 template <typename T>

@@ -67,4 +67,16 @@ inline ArgFields fields_of(TextureArgs& a) {
     return f;
 }
 
+inline ArgFields fields_of(AntialiasArgs& a) {
+    ArgFields f;
+    add_launch_fields(f, a.launch);
+    f.buffers.insert({{"color", &a.color}, {"rast", &a.rast}, {"pos", &a.pos}, {"tri", &a.tri},
+                      {"topology", &a.topology}, {"out", &a.out}, {"grad_out", &a.grad_out},
+                      {"grad_color", &a.grad_color}, {"grad_pos", &a.grad_pos}});
+    f.sizes = {{"B", &a.B}, {"V", &a.V}, {"F", &a.F}, {"C", &a.C}};
+    f.small = {{"H", &a.H}, {"W", &a.W}};
+    f.flags = {{"f64", &a.f64}};
+    return f;
+}
+
 }  // namespace nl3dmm

@@ -279,6 +279,72 @@ NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int h
     }
 }
 
+// ---- antialiasing: analytic coverage at silhouette edges ----------------------------------
+// A pair of neighbouring pixels whose raster ids differ is looked at along the segment between
+// their centres. The front triangle (the nearer of the two, or the only one) covers its own
+// pixel's centre C; the segment leaves it through one edge, at distance t from C (in pixels,
+// towards the other centre). When that edge is a silhouette, t is the analytic coverage that
+// blends the two pixels' colours (antialias_pair.h). Coordinates here are in the pair's frame:
+// `a` runs along the segment (screen x for a horizontal pair, y for a vertical one), `b` across.
+
+// Crossings found this far outside the segment are still blended (clamped to its ends): the
+// coverage was decided on vertices snapped to 1/256 pixel, the crossing is computed unsnapped.
+constexpr double kAntialiasSlack = 0.0625;
+
+// Whether the edge from p to q crosses the line b = cb (half-open, so a vertex lying on the line
+// counts on one side only and exactly two edges of a triangle cross it).
+NL_HD bool edge_straddles(double pb, double qb, double cb) { return (pb < cb) != (qb < cb); }
+
+// Signed distance t from the centre (ca, cb) along `step` (+1 or -1) to where the edge p -> q
+// crosses the line b = cb. The edge must straddle the line.
+NL_HD double crossing_distance(double pa, double pb, double qa, double qb, double ca, double cb,
+                               double step) {
+    const double m = (cb - pb) / (qb - pb);
+    return step * (pa + (qa - pa) * m - ca);
+}
+
+// Gradient of crossing_distance (times g_t) with respect to the clip coordinates of the edge's
+// endpoints p (grad[0]) and q (grad[1]), each (dx, dy, dz, dw); down: a vertical pair (a = y).
+// With m = (cb - pb) / (qb - pb) and slope = (qa - pa) / (qb - pb), the crossing
+// pa + (qa - pa) m moves by (1 - m, -(1 - m) slope) per unit of p's (a, b) and (m, -m slope) of q's.
+NL_HD void crossing_distance_backward(const ClipVertex& p, const ClipVertex& q, bool down,
+                                      double ca, double cb, double step, int height, int width,
+                                      double g_t, double grad[2][4]) {
+    const ClipVertex* v[2] = {&p, &q};
+    double sa[2], sb[2], inv_w[2];
+    for (int k = 0; k < 2; ++k) {
+        inv_w[k] = 1.0 / v[k]->w;
+        const double sx = (v[k]->x * inv_w[k] + 1.0) * 0.5 * width;
+        const double sy = (v[k]->y * inv_w[k] + 1.0) * 0.5 * height;
+        sa[k] = down ? sy : sx;
+        sb[k] = down ? sx : sy;
+    }
+    const double m = (cb - sb[0]) / (sb[1] - sb[0]);
+    const double slope = (sa[1] - sa[0]) / (sb[1] - sb[0]);
+    const double g = step * g_t;
+    const double g_a[2] = {g * (1.0 - m), g * m};
+    const double g_b[2] = {-g * (1.0 - m) * slope, -g * m * slope};
+    for (int k = 0; k < 2; ++k) {
+        const double g_sx = down ? g_b[k] : g_a[k], g_sy = down ? g_a[k] : g_b[k];
+        grad[k][0] = g_sx * 0.5 * width * inv_w[k];
+        grad[k][1] = g_sy * 0.5 * height * inv_w[k];
+        grad[k][2] = 0.0;
+        grad[k][3] = -(grad[k][0] * v[k]->x + grad[k][1] * v[k]->y) * inv_w[k];
+    }
+}
+
+// Whether the edge p -> q of a triangle whose third vertex is `own` is a silhouette, given the
+// third vertex `other` of the triangle across it (has_other false: no such triangle, or it is
+// not drawable). It is when the other triangle folds back onto this one's side of the edge (one
+// of the two faces away) or is seen edge-on. Screen x, y; own must not lie on the edge's line.
+NL_HD bool is_silhouette_edge(double px, double py, double qx, double qy, double own_x,
+                              double own_y, bool has_other, double other_x, double other_y) {
+    if (!has_other) return true;
+    const double own = edge_real(px, py, qx, qy, own_x, own_y);
+    const double other = edge_real(px, py, qx, qy, other_x, other_y);
+    return own > 0.0 ? other >= 0.0 : other <= 0.0;
+}
+
 // ---- attribute interpolation ---------------------------------------------------------------
 
 // out[c] = b0 * a[v0][c] + b1 * a[v1][c] + (1 - b0 - b1) * a[v2][c] for the pixel's triangle,

@@ -26,5 +26,9 @@ MAX_TRIANGLES = (1 << 24) - 1  # kMaxTriangles
 # Largest image (and texture) side the ops accept; keeps pixel indices of one image in int32.
 MAX_RESOLUTION = 16384
 
+# antialias blends a pixel pair whose silhouette crossing lies up to this many pixels outside the
+# segment between the two centres (clamped to it): coverage was decided on snapped vertices.
+ANTIALIAS_SLACK = 1.0 / 16.0  # kAntialiasSlack
+
 # sample_texture's boundary rules and the integer code each kernel receives (enum BoundaryMode).
 BOUNDARY_MODES = {"clamp": 0, "zero": 1, "wrap": 2}

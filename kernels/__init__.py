@@ -4,6 +4,7 @@
     rasterize.py     coverage (packed-key atomic_min z-buffer), resolve, and backward
     interpolate.py   barycentric attribute interpolation and backward
     texture.py       bilinear texture lookup (clamp / zero / wrap) and backward
+    antialias.py     analytic coverage blending at silhouette edges and backward
     fixed_sum.py     deterministic scatter-add of the backward passes (64-bit fixed point)
     runtime.py       launching: compiled on CUDA tensors, Triton's interpreter on CPU tensors
 

@@ -378,3 +378,66 @@ def bilinear_weight_grads(fx, fy, in00, in01, in10, in11, tex_h, tex_w):
     return (tl.where(in00, du00, 0.0), tl.where(in01, du01, 0.0), tl.where(in10, du10, 0.0),
             tl.where(in11, du11, 0.0), tl.where(in00, dv00, 0.0), tl.where(in01, dv01, 0.0),
             tl.where(in10, dv10, 0.0), tl.where(in11, dv11, 0.0))
+
+
+# ---- antialiasing: silhouette crossings between pixel centres (render_math.h) ----------------
+# In a pixel pair's frame: `a` along the segment joining the two centres, `b` across it.
+
+ANTIALIAS_SLACK = tl.constexpr(constants.ANTIALIAS_SLACK)
+
+
+@triton.jit
+def edge_straddles(pb, qb, cb):
+    """Whether the edge p -> q crosses the line b = cb (half-open, as edge_straddles)."""
+    return (pb < cb) != (qb < cb)
+
+
+@triton.jit
+def crossing_distance(pa, pb, qa, qb, ca, cb, step, crosses):
+    """Distance from (ca, cb) along step (+-1) to where the edge crosses b = cb
+    (crossing_distance); lanes where it does not cross get a harmless value."""
+    m = (cb - pb) / tl.where(crosses, qb - pb, 1.0)
+    return step * (pa + (qa - pa) * m - ca)
+
+
+@triton.jit
+def crossing_distance_backward(px, py, pw, qx, qy, qw, ca, cb, step, height, width, g_t,
+                               DOWN: tl.constexpr):
+    """Gradient of crossing_distance (times g_t) with respect to the edge's clip (x, y, w) of
+    p and then q (crossing_distance_backward; z gets none)."""
+    inv_wp = 1.0 / pw
+    inv_wq = 1.0 / qw
+    sxp = (px * inv_wp + 1.0) * 0.5 * width
+    syp = (py * inv_wp + 1.0) * 0.5 * height
+    sxq = (qx * inv_wq + 1.0) * 0.5 * width
+    syq = (qy * inv_wq + 1.0) * 0.5 * height
+    if DOWN:
+        sap, sbp, saq, sbq = syp, sxp, syq, sxq
+    else:
+        sap, sbp, saq, sbq = sxp, syp, sxq, syq
+    m = (cb - sbp) / (sbq - sbp)
+    slope = (saq - sap) / (sbq - sbp)
+    g = step * g_t
+    ga_p = g * (1.0 - m)
+    ga_q = g * m
+    gb_p = -g * (1.0 - m) * slope
+    gb_q = -g * m * slope
+    if DOWN:
+        gsx_p, gsy_p, gsx_q, gsy_q = gb_p, ga_p, gb_q, ga_q
+    else:
+        gsx_p, gsy_p, gsx_q, gsy_q = ga_p, gb_p, ga_q, gb_q
+    gxp = gsx_p * 0.5 * width * inv_wp
+    gyp = gsy_p * 0.5 * height * inv_wp
+    gxq = gsx_q * 0.5 * width * inv_wq
+    gyq = gsy_q * 0.5 * height * inv_wq
+    gwp = -(gxp * px + gyp * py) * inv_wp
+    gwq = -(gxq * qx + gyq * qy) * inv_wq
+    return gxp, gyp, gwp, gxq, gyq, gwq
+
+
+@triton.jit
+def is_silhouette_edge(px, py, qx, qy, own_x, own_y, has_other, other_x, other_y):
+    """is_silhouette_edge: no drawable triangle across, or it folds back onto this side."""
+    own = edge(px, py, qx, qy, own_x, own_y)
+    other = edge(px, py, qx, qy, other_x, other_y)
+    return (~has_other) | tl.where(own > 0.0, other >= 0.0, other <= 0.0)

@@ -52,6 +52,8 @@ OUTPUTS = {
     "interpolate_backward": {"grad_attr", "grad_rast"},
     "sample_texture_forward": {"out"},
     "sample_texture_backward": {"grad_tex", "grad_uv"},
+    "antialias_forward": {"out"},
+    "antialias_backward": {"grad_color", "grad_pos"},
 }
 SCRATCH_BYTE = 0xA5  # fill of fresh scratch: the kernels must initialise what they use
 

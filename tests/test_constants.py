@@ -70,6 +70,7 @@ def test_python_constants_equal_the_header():
         "kGuardBandPixels": constants.GUARD_BAND_PIXELS,
         "kMaxTriangles": constants.MAX_TRIANGLES,
         "kMinW": constants.MIN_W,
+        "kAntialiasSlack": constants.ANTIALIAS_SLACK,
     }
     for name, value in expected.items():
         assert name in values, f"{name} is no longer a constexpr in {HEADER.name}"

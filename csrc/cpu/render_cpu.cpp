@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
 
@@ -382,6 +383,38 @@ void sample_texture_backward_t(const TextureArgs& a) {
                 if (w[k] == 0.0) continue;
                 double* acc_k = acc + taps.index[k] * C;
                 for (int64_t c = 0; c < C; ++c) acc_k[c] += w[k] * (double)g[c];
+            }
+        }
+    });
+}
+
+// Antialiasing is a gather on both sides: each pixel analyses its four pairs (pixel_blends,
+// antialias_pair.h) and sums what they blend into it, or (backward) what their blends took
+// from it, in a fixed order. A pair is analysed by both of its pixels; the redundant work keeps
+// every output element the job of one thread, with no scratch.
+template <typename T>
+void antialias_forward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_pixel(a, bp);
+}
+
+template <typename T>
+void antialias_backward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_color_gradient_pixel(a, bp);
+    // d out / d pos: each pair once (from its pixel 0), in raster order per image.
+    scatter_by_image(a.B, a.V * 4, /*batched=*/true, buffer<T>(args.grad_pos), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < a.pixels; ++p) {
+            const int row = (int)(p / a.W), col = (int)(p % a.W);
+            for (int down = 0; down < 2; ++down) {
+                if (down ? row + 1 >= a.H : col + 1 >= a.W) continue;
+                int64_t vertex[2];
+                double grad[2][4];
+                if (!pair_vertex_gradient(a, b, row, col, (bool)down, vertex, grad)) continue;
+                for (int k = 0; k < 2; ++k)
+                    for (int c = 0; c < 4; ++c) acc[vertex[k] * 4 + c] += grad[k][c];
             }
         }
     });

@@ -14,6 +14,8 @@ void interpolate_forward(const InterpolateArgs& args);
 void interpolate_backward(const InterpolateArgs& args);  // writes all of grad_attr, grad_rast
 void sample_texture_forward(const TextureArgs& args);
 void sample_texture_backward(const TextureArgs& args);  // writes all of grad_tex, grad_uv
+void antialias_forward(const AntialiasArgs& args);
+void antialias_backward(const AntialiasArgs& args);  // writes all of grad_color, grad_pos
 
 }  // namespace cpu
 }  // namespace nl3dmm

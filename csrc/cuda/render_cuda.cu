@@ -1,5 +1,7 @@
 // CUDA kernels of the rendering layer, built on the same render_math.h as the CPU kernels.
 //
+// Antialias is one launch forward (a gather per pixel, antialias_pair.h) and, backward, the two
+// fixed-point passes over each pixel's pairs with the colour gradient gathered in the first.
 // Rasterize is two launches: one thread per (image, triangle) z-tests its pixels with a 64-bit
 // atomicMin of the packed depth|id key (order-independent, so race-free and deterministic),
 // then one thread per pixel resolves the winner's barycentrics in double precision.
@@ -22,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
 #include "fixed_point.h"
@@ -253,6 +256,32 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
     }
 }
 
+template <typename T>
+__global__ void antialias_kernel(AntialiasBuffers<T> a) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    antialias_pixel(a, i);
+}
+
+// grad_color is a gather (written by the first pass); grad_pos a scatter of each pixel's own two
+// pairs (right, down) into fixed-point sums.
+template <typename T>
+__global__ void antialias_backward_kernel(AntialiasBuffers<T> a, SumPass pass, FixedSums grad_pos) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    if (pass == SumPass::kRange) antialias_color_gradient_pixel(a, i);
+    const int64_t b = i / a.pixels, p = i % a.pixels;
+    const int row = (int)(p / a.W), col = (int)(p % a.W);
+    for (int down = 0; down < 2; ++down) {
+        if (down ? row + 1 >= a.H : col + 1 >= a.W) continue;
+        int64_t vertex[2];
+        double grad[2][4];
+        if (!pair_vertex_gradient(a, b, row, col, (bool)down, vertex, grad)) continue;
+        for (int k = 0; k < 2; ++k)
+            for (int c = 0; c < 4; ++c) scatter_add(grad_pos, pass, (b * a.V + vertex[k]) * 4 + c, grad[k][c]);
+    }
+}
+
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 template <typename T>
@@ -348,6 +377,27 @@ void sample_texture_backward_t(const TextureArgs& a) {
         check_launch("texture_backward_kernel");
     }
     finish_sums(a.launch, sums, count, buffer<T>(a.grad_tex));
+}
+
+template <typename T>
+void antialias_forward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+    NL_LAUNCH(antialias_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream), a);
+    check_launch("antialias_kernel");
+}
+
+template <typename T>
+void antialias_backward_t(const AntialiasArgs& args) {
+    const AntialiasBuffers<T> a = antialias_buffers<T>(args);
+    const int64_t count = a.B * a.V * 4;
+    // Per image, a vertex gets at most one term from each of the two pairs a pixel starts.
+    const FixedSums sums = start_sums(args.launch, count, 2 * a.pixels);
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(antialias_backward_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream),
+                  a, pass, sums);
+        check_launch("antialias_backward_kernel");
+    }
+    finish_sums(args.launch, sums, count, buffer<T>(args.grad_pos));
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 // Scratch (`launch.scratch`, device memory, contents on entry irrelevant):
 //   rasterize_forward   B * H * W * kZbufBytesPerPixel bytes (render_args.h; depth|id keys);
 //   each backward       values * kSumBytesPerValue bytes, values = the element count of the
-//                       gradient it scatters into (grad_pos, grad_attr, grad_tex).
+//                       gradient it scatters into (grad_pos, grad_attr, grad_tex; antialias:
+//                       grad_pos).
 // Every output element is written (gradients need no zero-fill), and backward results are
 // bit-identical whatever the thread schedule (fixed_point.h).
 #pragma once
@@ -25,6 +26,8 @@ void interpolate_forward(const InterpolateArgs& args);
 void interpolate_backward(const InterpolateArgs& args);
 void sample_texture_forward(const TextureArgs& args);
 void sample_texture_backward(const TextureArgs& args);
+void antialias_forward(const AntialiasArgs& args);
+void antialias_backward(const AntialiasArgs& args);
 
 }  // namespace cuda
 }  // namespace nl3dmm

@@ -75,7 +75,7 @@ def check_resolution(resolution: object) -> tuple[int, int]:
     return height, width
 
 
-def check_pos(pos: object, validate: str = "full") -> torch.Tensor:
+def check_pos(pos: object, validate: str = "full", op: str = "rasterize") -> torch.Tensor:
     pos = require_tensor("pos", pos)
     require_float("pos", pos)
     if pos.dim() != 3 or pos.shape[-1] != 4:
@@ -84,7 +84,7 @@ def check_pos(pos: object, validate: str = "full") -> torch.Tensor:
         raise ValueError("pos has an empty batch (B = 0)")
     if pos.shape[1] == 0:
         raise ValueError("pos has no vertices (V = 0): the mesh is empty")
-    require_finite("pos", pos.detach(), validate, "rasterize")
+    require_finite("pos", pos.detach(), validate, op)
     return pos
 
 
@@ -178,14 +178,15 @@ def check_rast(rast: object) -> torch.Tensor:
     return rast
 
 
-def check_rast_values(rast: torch.Tensor, num_triangles: int, validate: str = "full") -> None:
+def check_rast_values(rast: torch.Tensor, num_triangles: int, validate: str = "full",
+                      op: str = "interpolate") -> None:
     if VALIDATED.get(rast, ("rast", num_triangles)) is not None:
         return
     if validate == "deferred":
         ids = rast[..., 3].detach()
         lo, hi = torch.aminmax(ids)
         bad = nonfinite_on_device(rast) | (lo < 0) | (hi > num_triangles) | (ids != ids.round()).any()
-        pending.record("interpolate", "rast", bad)
+        pending.record(op, "rast", bad)
         return
     require_finite("rast", rast.detach())
     ids = rast[..., 3].detach()
@@ -251,3 +252,58 @@ def check_boundary(boundary: object) -> str:
     if not isinstance(boundary, str) or boundary not in BOUNDARY_MODES:
         raise ValueError(f"boundary must be one of {tuple(BOUNDARY_MODES)}, got {boundary!r}")
     return boundary  # type: ignore[return-value]
+
+
+def check_color(color: object, rast: torch.Tensor, validate: str = "full") -> torch.Tensor:
+    """antialias's image: (B, H, W, C) like rast's first three sizes, rast's dtype and device."""
+    color = require_tensor("color", color)
+    require_float("color", color)
+    if color.dim() != 4 or color.shape[-1] == 0:
+        raise ValueError(f"color must have shape (B, H, W, C) with C >= 1, got {tuple(color.shape)}")
+    if tuple(color.shape[:3]) != tuple(rast.shape[:3]):
+        raise ValueError(f"color has shape {tuple(color.shape)} but rast is {tuple(rast.shape)}: "
+                         "B, H, W must match")
+    if color.device != rast.device:
+        raise ValueError(f"color is on {color.device} but rast is on {rast.device}")
+    if color.dtype != rast.dtype:
+        raise TypeError(f"color is {color.dtype} but rast is {rast.dtype}; use one dtype")
+    require_finite("color", color.detach(), validate, "antialias")
+    return color
+
+
+def check_pos_matches(pos: torch.Tensor, rast: torch.Tensor) -> None:
+    """antialias's vertices must be the batch, dtype and device the raster was drawn from."""
+    if pos.shape[0] != rast.shape[0]:
+        raise ValueError(f"pos has batch {pos.shape[0]} but rast has batch {rast.shape[0]}")
+    if pos.device != rast.device:
+        raise ValueError(f"pos is on {pos.device} but rast is on {rast.device}")
+    if pos.dtype != rast.dtype:
+        raise TypeError(f"pos is {pos.dtype} but rast is {rast.dtype}; use one dtype")
+
+
+def check_topology(topology: object, num_triangles: int, num_vertices: int, device: torch.device,
+                   validate: str = "full") -> torch.Tensor:
+    """antialias's edge topology (render/topology.py): (F, 3) int, values -1..V-1; int32 copy."""
+    topology = require_tensor("topology", topology)
+    key = ("topology", num_triangles, num_vertices, device)
+    cached = VALIDATED.get(topology, key)
+    if cached is not None:
+        return cached
+    if topology.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"topology must be int32 (int64 is accepted), got {topology.dtype}")
+    if tuple(topology.shape) != (num_triangles, 3):
+        raise ValueError(f"topology must have shape (F, 3) = ({num_triangles}, 3) like tri, "
+                         f"got {tuple(topology.shape)} (make it with edge_opposites(tri))")
+    if topology.device != device:
+        raise ValueError(f"topology is on {topology.device} but the other inputs are on {device}")
+    if validate == "deferred":
+        lo, hi = torch.aminmax(topology)
+        pending.record("antialias", "topology", (lo < -1) | (hi >= num_vertices))
+        return topology.to(torch.int32).contiguous()
+    lo, hi = int(topology.min()), int(topology.max())
+    if lo < -1 or hi >= num_vertices:
+        raise ValueError(f"topology holds {lo if lo < -1 else hi}, outside -1..{num_vertices - 1} "
+                         "(-1: no triangle across the edge; otherwise a vertex index)")
+    result = topology.to(torch.int32).contiguous()
+    VALIDATED.add(topology, key, result)
+    return result

@@ -1,4 +1,4 @@
-"""The differentiable rendering ops: rasterize -> interpolate -> sample_texture.
+"""The differentiable rendering ops: rasterize -> interpolate -> sample_texture, and antialias.
 
 Like nvdiffrast, three small orthogonal ops with their own backward passes, composed by the
 caller. Each validates its inputs, picks a backend (engine/render/backends) and wraps the
@@ -23,7 +23,8 @@ Conventions
 * The raster is (B, H, W, 4): (b0, b1, depth, triangle_id + 1), 0 everywhere on empty pixels.
   b0, b1 are the perspective-correct barycentric weights of the triangle's first two
   vertices (the third is 1 - b0 - b1). Gradients flow to ``pos`` through b0, b1 and depth;
-  visibility itself (which triangle wins, coverage at silhouettes) is not differentiated.
+  visibility itself (which triangle wins, coverage at silhouettes) is not differentiated by
+  rasterize: ``antialias`` adds those gradients (visibility gradients at silhouette edges).
 
 Limits
 ------
@@ -54,7 +55,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import checks, limits, pending, reference
+from . import checks, limits, pending, reference, topology as edge_topology
 from .backends import Backend, get_backend, resolve_backend_name
 
 
@@ -125,6 +126,26 @@ class _SampleTexture(torch.autograd.Function):
             tex, ctx.tex_batched, uv, ctx.boundary, grad_out.contiguous())
         return (grad_tex if ctx.needs_input_grad[0] else None, None,
                 grad_uv if ctx.needs_input_grad[2] else None, None, None)
+
+
+class _Antialias(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, color, rast, pos, tri, topology, backend: Backend):
+        out = backend.antialias(color, rast, pos, tri, topology)
+        ctx.backend = backend
+        ctx.save_for_backward(color, rast, pos, tri, topology)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        color, rast, pos, tri, topology = ctx.saved_tensors
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[2]):
+            return None, None, None, None, None, None
+        grad_color, grad_pos = ctx.backend.antialias_backward(color, rast, pos, tri, topology,
+                                                              grad_out.contiguous())
+        return (grad_color if ctx.needs_input_grad[0] else None, None,
+                grad_pos if ctx.needs_input_grad[2] else None, None, None, None)
 
 
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
@@ -212,3 +233,77 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
         return reference.sample_texture(tex, uv, boundary)
     return _SampleTexture.apply(tex.contiguous(), batched, uv.contiguous(), boundary,
                                 get_backend(name))
+
+
+def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
+              topology: Optional[torch.Tensor] = None, backend: Optional[str] = None,
+              validate: Optional[str] = None) -> torch.Tensor:
+    """Analytic antialiasing at silhouette edges, with gradients to the vertex positions.
+
+    Without it a rendered image is piecewise constant in the vertex positions wherever
+    visibility decides a pixel (at silhouettes and occlusion boundaries), so those positions get
+    no gradient from it. This op (after nvdiffrast's, Laine et al. 2020, sec. 3.3) blends the
+    colours of neighbouring pixels across each silhouette edge by how far the edge lies from
+    their centres, which makes the image continuous in `pos` and differentiable through the
+    place where the edge crosses.
+
+    Conventions (exactly, csrc/antialias_pair.h):
+    * Pairs are horizontally and vertically adjacent pixels whose raster ids differ. The front
+      triangle is the one of the smaller raster depth (the left/upper pixel's on a tie), or the
+      only one when a pixel is empty (background).
+    * Along the segment from the front pixel's centre to the other pixel's centre, the
+      front triangle is left through one of its edges at distance t (pixels, computed in float64
+      from the unsnapped screen positions of `pos`). The pair blends only when that edge is a
+      silhouette (no triangle across it, or the triangle across folds back onto this one's side
+      on screen: `topology`), is at least as steep across the segment as along it (flatter edges
+      are handled by the pairs of the other direction), and t lies within 1/16 pixel
+      (ANTIALIAS_SLACK) of the segment; t is then clamped to [0, 1].
+    * t < 1/2: the front pixel's colour moves towards the other's by 1/2 - t; t > 1/2: the
+      other pixel's colour moves towards the front colour by t - 1/2 (a pixel is a unit box:
+      the edge covers that fraction of it). Every pixel sums the blends of its up to four pairs.
+    * Gradients: to `color` (the identity plus the blend weights) and to the x, y, w of `pos`
+      through t (none where t was clamped, none to z). Not to `rast`: which pairs blend is
+      decided on it, as on the raster of any image.
+    * Deterministic: equal inputs give bit-equal outputs and gradients on every backend (a
+      gather per pixel; the vertex gradient is summed in a fixed order on the CPU and in fixed
+      point on CUDA).
+
+    Limits (nvdiffrast's approximation has them too): a pair sees one edge, and pairs stay
+    inside the image. So the image is continuous in pos where one silhouette edge passes
+    between two pixel centres; where two silhouette edges meet inside a pixel (a visible
+    corner), or where an edge runs between a border pixel's centre and the image border, the
+    image can still jump by up to half a colour difference as a pixel centre changes hands. No
+    blending across interior (non-silhouette) edges and occlusion boundaries that are not
+    silhouettes of the front surface (intersecting surfaces).
+
+    Args:
+        color: (B, H, W, C) shaded image, rast's dtype (for example the output of
+            `sample_texture` or `interpolate`; background pixels hold the background colour).
+        rast: (B, H, W, 4) output of `rasterize(pos, tri, ...)`.
+        pos: (B, V, 4) the clip-space positions `rast` was drawn from.
+        tri: (F, 3) the triangle list given to `rasterize`.
+        topology: (F, 3) int from `nl3dmm.render.topology.edge_opposites(tri)`: the third vertex
+            of the triangle across each edge, -1 for none. It depends on tri only; computed
+            here and cached per tri tensor when None.
+        backend, validate: as for `rasterize`.
+
+    Returns:
+        (B, H, W, C) in color's dtype.
+    """
+    name, mode = _prepare("rast", rast, backend, validate)
+    rast = checks.check_rast(rast)
+    color = checks.check_color(color, rast, mode)
+    pos = checks.check_pos(pos, mode, "antialias")
+    checks.check_pos_matches(pos, rast)
+    tri_input = tri
+    tri = checks.check_tri(tri, pos.shape[1], rast.device, mode, "antialias")
+    checks.check_rast_values(rast, tri.shape[0], mode, "antialias")
+    if topology is None:
+        topology = edge_topology.cached_edge_opposites(checks.require_tensor("tri", tri_input))
+    topology = checks.check_topology(topology, tri.shape[0], pos.shape[1], rast.device, mode)
+    if mode == "deferred":
+        pending.end(rast.device)
+    if name == "reference":
+        return reference.antialias(color, rast, pos, tri, topology)
+    return _Antialias.apply(color.contiguous(), rast.contiguous(), pos.contiguous(), tri, topology,
+                            get_backend(name))

@@ -20,7 +20,8 @@ step (the intended use) it surfaces at that step. The kernels themselves mask ou
 indices, so a deferred bad index reads no memory out of bounds in the meantime.
 
 Cost of "deferred" per checked tensor: one aminmax reduction (one read of the tensor) and two
-or three tiny kernels; per op, one 28-byte device-to-host copy and one event on CUDA.
+or three tiny kernels; per op, one device-to-host copy of the counters (4 bytes per slot below)
+and one event on CUDA.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ SLOTS = {
     ("interpolate", "rast"): "holds NaN/Inf or ids that are not 0..F (was it made by rasterize with this tri?)",
     ("sample_texture", "tex"): "contains NaN or Inf",
     ("sample_texture", "uv"): "contains NaN or Inf",
+    ("antialias", "color"): "contains NaN or Inf",
+    ("antialias", "pos"): "contains NaN or Inf",
+    ("antialias", "tri"): "has a vertex index outside 0..V-1",
+    ("antialias", "rast"): "holds NaN/Inf or ids that are not 0..F (was it made by rasterize with this tri?)",
+    ("antialias", "topology"): "holds an index outside -1..V-1",
     # The C++/CUDA kernels' own index checks (csrc/index_checks.h), for when validation was bypassed.
     ("kernel", "indices"): "met a vertex index, raster id or uv it could not use (the element was skipped)",
 }

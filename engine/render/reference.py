@@ -5,6 +5,10 @@ backward passes are tested against. It restates the conventions of csrc/render_m
 operation for operation (fixed-point coverage, the fill rule, the packed depth|id z-test,
 float64 resolve), so triangle ids match the kernels exactly and values to rounding.
 
+antialias restates csrc/antialias_pair.h the same way: every decision (which pairs, front
+triangle, exit edge, silhouette, slack window) is taken on detached float64 values computed in
+the kernels' order, and only the crossing distance t carries autograd to pos.
+
 Rasterization enumerates (triangle, pixel) candidate pairs from each triangle's pixel bounding
 box and keeps the minimum packed key per pixel with scatter_reduce: memory grows with the
 total bounding-box area, which is fine for tests and for the paper mesh at 224x224.
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constants import BOUNDARY_MODES, GUARD_BAND_PIXELS, MIN_W, SUBPIXEL_SCALE
+from ..constants import ANTIALIAS_SLACK, BOUNDARY_MODES, GUARD_BAND_PIXELS, MIN_W, SUBPIXEL_SCALE
 
 SUBPIXEL = SUBPIXEL_SCALE
 HALF = SUBPIXEL_SCALE // 2  # a pixel centre's offset in fixed point
@@ -201,3 +205,96 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp")
             texel = torch.gather(flat, 1, idx).reshape(*uv.shape[:3], C)
             out = out + weight.unsqueeze(-1) * texel
     return out.to(tex.dtype)
+
+
+def _pair_sides(ids: torch.Tensor, down: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat pixel indices (within an image) of pixel 0 and pixel 1 of every pair of one direction."""
+    _, H, W = ids.shape
+    rows = torch.arange(H - (1 if down else 0), device=ids.device)
+    cols = torch.arange(W - (0 if down else 1), device=ids.device)
+    p0 = (rows.view(-1, 1) * W + cols.view(1, -1)).reshape(-1)
+    return p0, p0 + (W if down else 1)
+
+
+def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, topology: torch.Tensor,
+                     down: bool):
+    """The blending pairs of one direction: (batch, target pixel, source pixel, weight), the
+    weight differentiable in pos (csrc/antialias_pair.h analyse_pair, vectorised)."""
+    B, H, W, _ = rast.shape
+    ids = rast[..., 3].detach().long() - 1  # validated integral
+    depth = rast[..., 2].detach().reshape(B, -1)
+    p0, p1 = _pair_sides(ids, down)
+    flat = ids.reshape(B, -1)
+    f0, f1 = flat[:, p0], flat[:, p1]
+    front = torch.where(f0 < 0, 1, torch.where(f1 < 0, 0, torch.where(depth[:, p0] <= depth[:, p1], 0, 1)))
+    b, n = (f0 != f1).nonzero(as_tuple=True)
+    front, pix0, pix1 = front[b, n], p0[n], p1[n]
+    f = torch.where(front == 1, f1[b, n], f0[b, n])
+    corners = tri.long()[f]  # (N, 3)
+    v = pos.double()[b.view(-1, 1), corners]  # (N, 3, 4)
+    w = v[..., 3]
+    ok = (w.detach() >= MIN_W).all(1)
+    inv_w = 1.0 / torch.where(w >= MIN_W, w, torch.ones_like(w))
+    sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
+    sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
+    ok &= ((sx.detach().abs() < GUARD_BAND) & (sy.detach().abs() < GUARD_BAND)).all(1)
+    front_pixel = torch.where(front == 1, pix1, pix0)
+    row, col = (front_pixel // W).double(), (front_pixel % W).double()
+    ca, cb = (row + 0.5, col + 0.5) if down else (col + 0.5, row + 0.5)
+    step = torch.where(front == 1, -1.0, 1.0).double()
+    va, vb = (sy, sx) if down else (sx, sy)
+    ts, straddle = [], []
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        crosses = (vb[:, i].detach() < cb) != (vb[:, j].detach() < cb)
+        denominator = torch.where(crosses, vb[:, j] - vb[:, i], torch.ones_like(cb))
+        m = (cb - vb[:, i]) / denominator
+        ts.append(step * (va[:, i] + (va[:, j] - va[:, i]) * m - ca))
+        straddle.append(crosses)
+    t_all, straddle_all = torch.stack(ts, 1), torch.stack(straddle, 1)
+    ranked = torch.where(straddle_all, t_all.detach(), torch.full_like(t_all.detach(), -float("inf")))
+    edge = ranked.argmax(1)  # the first of equal maxima, as the kernels' strict comparison
+    ok &= straddle_all.any(1)
+    t = t_all.gather(1, edge.view(-1, 1)).squeeze(1)
+    td = t.detach()
+    ok &= (td >= -ANTIALIAS_SLACK) & (td <= 1.0 + ANTIALIAS_SLACK)
+    i, j = (edge + 1) % 3, (edge + 2) % 3
+    rows_n = torch.arange(edge.numel(), device=edge.device)
+
+    def at(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return x.detach()[rows_n, k]
+
+    ok &= (at(vb, j) - at(vb, i)).abs() >= (at(va, j) - at(va, i)).abs()
+    px, py, qx, qy = at(sx, i), at(sy, i), at(sx, j), at(sy, j)
+    own = _edge(px, py, qx, qy, at(sx, edge), at(sy, edge))
+    ok &= own != 0.0
+    other = topology.long()[f, edge]
+    has_other = other >= 0
+    ov = pos.detach().double()[b, other.clamp(min=0)]
+    osx, osy, _, _, ovalid = _screen(ov, H, W)
+    e_other = _edge(px, py, qx, qy, osx, osy)
+    silhouette = ~(has_other & ovalid) | torch.where(own > 0, e_other >= 0, e_other <= 0)
+    ok &= silhouette
+    keep = ok.nonzero().squeeze(1)
+    t = t[keep].clamp(0.0, 1.0)
+    front, pix0, pix1, b = front[keep], pix0[keep], pix1[keep], b[keep]
+    into_front = t.detach() < 0.5
+    weight = torch.where(into_front, 0.5 - t, t - 0.5)
+    front_px, back_px = torch.where(front == 1, pix1, pix0), torch.where(front == 1, pix0, pix1)
+    target = torch.where(into_front, front_px, back_px)
+    source = torch.where(into_front, back_px, front_px)
+    return b, target, source, weight
+
+
+def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
+              topology: torch.Tensor) -> torch.Tensor:
+    """color (B, H, W, C) blended across silhouette edges (see engine/render/ops.py antialias);
+    float64 inside, rounded once to color's dtype. Differentiable in color and pos."""
+    B, H, W, C = color.shape
+    flat = color.double().reshape(B * H * W, C)
+    out = flat
+    for down in (False, True):
+        b, target, source, weight = _antialias_pairs(rast, pos, tri, topology, down)
+        target, source = b * H * W + target, b * H * W + source
+        out = out.index_add(0, target, weight.unsqueeze(1) * (flat[source] - flat[target]))
+    return out.reshape(B, H, W, C).to(color.dtype)

@@ -120,6 +120,8 @@ int main(int argc, char** argv) {
     else if (op == "interpolate_backward") call(&cu::interpolate_backward, file, dir);
     else if (op == "sample_texture_forward") call(&cu::sample_texture_forward, file, dir);
     else if (op == "sample_texture_backward") call(&cu::sample_texture_backward, file, dir);
+    else if (op == "antialias_forward") call(&cu::antialias_forward, file, dir);
+    else if (op == "antialias_backward") call(&cu::antialias_backward, file, dir);
     else fail("unknown entry point '" + op + "'");
     return 0;
 }

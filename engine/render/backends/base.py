@@ -48,6 +48,17 @@ class Backend:
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def antialias(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
+                  tri: torch.Tensor, topology: torch.Tensor, out: Optional[torch.Tensor] = None
+                  ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def antialias_backward(self, color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
+                           tri: torch.Tensor, topology: torch.Tensor, grad_out: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grad_color, grad_pos); grad_pos's z column is zero."""
+        raise NotImplementedError
+
 
 def empty_or(out: Optional[torch.Tensor], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """A fresh output buffer, or the caller's after checking it fits."""
@@ -180,6 +191,25 @@ class ExtensionBackend(Backend):
                      grad_tex=grad_tex, grad_uv=grad_uv)
         return grad_tex, grad_uv
 
+    def antialias(self, color, rast, pos, tri, topology, out=None):
+        self._require(color=color, rast=rast, pos=pos, tri=tri, topology=topology)
+        B, H, W, C = color.shape
+        result = empty_or(out, (B, H, W, C), color)
+        self._launch("antialias_forward", color, f64=_is_f64(color), color=color, rast=rast, pos=pos,
+                     tri=tri, topology=topology, B=B, V=pos.shape[1], F=tri.shape[0], C=C, H=H, W=W,
+                     out=result)
+        return result
+
+    def antialias_backward(self, color, rast, pos, tri, topology, grad_out):
+        self._require(color=color, rast=rast, pos=pos, tri=tri, topology=topology, grad_out=grad_out)
+        B, H, W, C = color.shape
+        grad_color = self._output(tuple(color.shape), color)
+        grad_pos = self._output(tuple(pos.shape), pos)
+        self._launch("antialias_backward", color, sums=grad_pos.numel(), f64=_is_f64(color), color=color,
+                     rast=rast, pos=pos, tri=tri, topology=topology, B=B, V=pos.shape[1], F=tri.shape[0],
+                     C=C, H=H, W=W, grad_out=grad_out, grad_color=grad_color, grad_pos=grad_pos)
+        return grad_color, grad_pos
+
 
 def _is_f64(t: torch.Tensor) -> bool:
     return t.dtype == torch.float64
@@ -195,7 +225,8 @@ def describe_status(bits: int, op: str) -> str:
     ext = _extension()
     known = ((ext.STATUS_BAD_VERTEX_INDEX, "tri holds a vertex index outside 0..V-1"),
              (ext.STATUS_BAD_TRIANGLE_ID, "rast[..., 3] holds a value that is not a triangle id 0..F (0 = empty)"),
-             (ext.STATUS_BAD_TEX_COORD, "uv holds NaN or Inf"))
+             (ext.STATUS_BAD_TEX_COORD, "uv holds NaN or Inf"),
+             (ext.STATUS_BAD_NEIGHBOUR, "topology holds a vertex index outside -1..V-1"))
     problems = [text for bit, text in known if bits & bit] or [f"status bits {bits:#x}"]
     return (f"{op}: {'; '.join(problems)}. The inputs passed validation earlier, so they were "
             "changed in place behind torch's back (for example through .numpy() or .data); "

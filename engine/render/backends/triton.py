@@ -23,6 +23,7 @@ import torch
 from .base import Backend, empty_or
 
 try:
+    from nl3dmm.kernels import antialias as _antialias
     from nl3dmm.kernels import interpolate as _interpolate
     from nl3dmm.kernels import rasterize as _rasterize
     from nl3dmm.kernels import texture as _texture
@@ -77,3 +78,14 @@ class TritonBackend(Backend):
     def sample_texture_backward(self, tex, tex_batched, uv, boundary, grad_out):
         self._require(tex=tex, uv=uv, grad_out=grad_out)
         return _texture.sample_texture_backward(tex, tex_batched, uv, boundary, grad_out)
+
+    def antialias(self, color, rast, pos, tri, topology, out=None):
+        self._require(color=color, rast=rast, pos=pos, tri=tri, topology=topology)
+        result = empty_or(out, tuple(color.shape), color)
+        return _antialias.antialias(color, rast, pos, tri.int().contiguous(), topology.int().contiguous(),
+                                    result)
+
+    def antialias_backward(self, color, rast, pos, tri, topology, grad_out):
+        self._require(color=color, rast=rast, pos=pos, tri=tri, topology=topology, grad_out=grad_out)
+        return _antialias.antialias_backward(color, rast, pos, tri.int().contiguous(),
+                                             topology.int().contiguous(), grad_out)

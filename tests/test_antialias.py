@@ -1,0 +1,549 @@
+"""antialias: visibility gradients at silhouette edges (issue 15, "Beyond nvdiffrast" item 1).
+
+Every backend against the float64 reference on fresh random scenes (forward and both
+gradients); gradcheck of the reference and of the C++ backward; the image sum as a silhouette
+moves (continuous with antialias, a staircase without it, and its finite differences equal to
+the analytic vertex gradient); fitting a triangle to a target silhouette (converges with
+antialias, stalls without); bad input; kernels that meet bad indices.
+
+Tolerances (max-abs error relative to the largest reference value): float64 1e-12; float32
+1e-5 for the image and the colour gradient, 1e-4 for the vertex gradient (the project's). The
+CUDA source, run on the CPU by the host harness, and the Triton kernels, run by Triton's
+interpreter, are bit-equal to the CPU kernels in the image and the colour gradient (gathers)
+and within 1e-6 (float32) / 1e-12 (float64) in the vertex gradient (fixed-point sums).
+
+Running this file as a script writes docs/images/antialias_fit.png (target | start | fitted
+without antialias | fitted with it).
+"""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+import nl3dmm
+from nl3dmm.render import reference
+from nl3dmm.render.backends import get_backend
+from nl3dmm.render.topology import edge_opposites
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from meshes import assert_rel_close, jittered_grid, random_soup  # noqa: E402
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+POS_TOL = {torch.float32: 1e-4, torch.float64: 1e-12}
+HOST_GRAD_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+DTYPES = [torch.float32, torch.float64]
+CPU = get_backend("cpu")
+
+
+def soup_scene(dtype, batch=2, H=23, W=29, channels=3):
+    pos, tri = random_soup(batch, 30, 40, dtype)  # overlapping, perspective, degenerate, w < 0
+    rast = nl3dmm.rasterize(pos, tri, (H, W))
+    color = torch.rand(batch, H, W, channels, dtype=dtype)
+    return color, rast, pos, tri
+
+
+def run(backend: str, color, rast, pos, tri, grad_out):
+    """Forward and backward on one backend (the reference in float64): (out, grad_color, grad_pos)."""
+    if backend == "reference":
+        color, rast, pos, grad_out = color.double(), rast.double(), pos.double(), grad_out.double()
+    c, p = color.clone().requires_grad_(True), pos.clone().requires_grad_(True)
+    out = nl3dmm.antialias(c, rast, p, tri, backend=backend)
+    out.backward(grad_out.to(out.dtype))
+    return out.detach(), c.grad, p.grad
+
+
+# ---- topology ------------------------------------------------------------------------------
+
+def test_edge_opposites_by_hand():
+    tri = torch.tensor([[0, 1, 2],   # shares 1-2 with the next, 0-1 with the third and fourth
+                        [2, 1, 3],   # either winding pairs up
+                        [1, 0, 4],
+                        [0, 1, 5],   # edge 0-1 now has three triangles: non-manifold, -1
+                        [6, 6, 2]])  # degenerate: shares nothing
+    expected = torch.tensor([[3, -1, -1],   # edge 0 (1-2) -> 3; edge 1 (2-0) none; edge 2 (0-1) non-manifold
+                             [-1, -1, 0],   # edge 2 (2-1) -> 0
+                             [-1, -1, -1],
+                             [-1, -1, -1],
+                             [-1, -1, -1]], dtype=torch.int32)
+    assert torch.equal(edge_opposites(tri), expected)
+
+
+def test_edge_opposites_of_a_closed_grid_interior(seed):
+    _, tri = jittered_grid(1, 4, 3)
+    opp = edge_opposites(tri)
+    # Each interior edge of the grid is shared by two triangles, boundary edges by one: a grid
+    # of nx x ny quads has 2 nx ny triangles and 2 (nx + ny) boundary edges.
+    assert int((opp == -1).sum()) == 2 * (4 + 3)
+    for f, k in (opp >= 0).nonzero().tolist():
+        edge = {int(tri[f, (k + 1) % 3]), int(tri[f, (k + 2) % 3])}
+        other = int(opp[f, k])
+        assert any(set(t.tolist()) == edge | {other} for t in tri), (f, k)
+
+
+# ---- against the reference -------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_matches_reference(seed, dtype):
+    color, rast, pos, tri = soup_scene(dtype)
+    grad_out = torch.randn(color.shape, dtype=torch.float64)
+    out, g_color, g_pos = run("cpu", color, rast, pos, tri, grad_out)
+    ref, r_color, r_pos = run("reference", color, rast, pos, tri, grad_out)
+    assert out.dtype == dtype and g_pos.dtype == dtype
+    assert bool((ref != color.double()).any(-1).sum() > 20), "too few pixels blended: the case proves little"
+    assert_rel_close(out, ref, TOL[dtype], "antialias")
+    assert_rel_close(g_color, r_color, TOL[dtype], "d out / d color")
+    assert_rel_close(g_pos, r_pos, POS_TOL[dtype], "d out / d pos")
+    assert bool((g_pos[..., 2] == 0).all()), "depth gets no gradient"
+
+
+def test_every_pixel_written_and_outputs_poisoned(seed):
+    color, rast, pos, tri = soup_scene(torch.float32)
+    out = torch.full(color.shape, float("nan"))
+    CPU.antialias(color, rast, pos, tri.int(), edge_opposites(tri), out=out)
+    assert not bool(out.isnan().any())
+
+
+def test_interior_edges_of_a_surface_are_not_blended(seed):
+    """A grid mesh has no silhouette inside: only pixels next to the background change."""
+    pos, tri = jittered_grid(1, 6, 5, jitter=0.2)
+    rast = nl3dmm.rasterize(pos, tri, (40, 44))
+    color = torch.rand(1, 40, 44, 2, dtype=torch.float64)  # distinct colours per pixel
+    out = nl3dmm.antialias(color, rast, pos, tri)
+    changed = (out != color).any(-1)[0]
+    empty = rast[0, ..., 3] == 0
+    near_background = empty.clone()
+    near_background[:, 1:] |= empty[:, :-1]
+    near_background[:, :-1] |= empty[:, 1:]
+    near_background[1:] |= empty[:-1]
+    near_background[:-1] |= empty[1:]
+    assert int(changed.sum()) > 20, "the outline should be blended"
+    assert not bool((changed & ~near_background).any()), "an interior edge was blended"
+
+
+def test_threads_do_not_change_bits(seed):
+    color, rast, pos, tri = soup_scene(torch.float32, batch=3)
+    grad_out = torch.randn(color.shape)
+    runs = []
+    before = nl3dmm.render.num_threads()
+    try:
+        for threads in (1, 2, 3):
+            nl3dmm.render.set_num_threads(threads)
+            runs.append(run("cpu", color, rast, pos, tri, grad_out))
+    finally:
+        nl3dmm.render.set_num_threads(before)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+
+
+# ---- gradients -------------------------------------------------------------------------------
+
+def triangle_over_background(dtype=torch.float64):
+    """One perspective triangle on an empty 14 x 15 image."""
+    pos = torch.tensor([[[-0.62, -0.55, 0.1, 1.0], [0.71, -0.38, 0.2, 1.25], [-0.05, 0.64, -0.1, 0.9]]],
+                       dtype=dtype)
+    return pos * torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=dtype), torch.tensor([[0, 1, 2]], dtype=torch.int32)
+
+
+def two_overlapping_triangles(dtype=torch.float64):
+    """A near triangle (z = -0.5) partly covering a far one (z = 0.5), weak perspective."""
+    pos = torch.tensor([[[-0.8, -0.7, 0.5, 1.0], [0.75, -0.6, 0.5, 1.0], [0.1, 0.8, 0.5, 1.0],
+                         [-0.3, -0.9, -0.5, 1.0], [0.9, 0.2, -0.5, 1.0], [-0.45, 0.55, -0.5, 1.0]]],
+                       dtype=dtype)
+    return pos, torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+
+
+SCENES = {"triangle-over-background": triangle_over_background, "two-overlapping": two_overlapping_triangles}
+
+# For the sweeps: every corner off screen, so that each silhouette pixel sees one edge. Where two
+# silhouette edges meet inside a pixel (a visible corner), the blend is not exact and the image
+# can still jump as a pixel centre changes hands there (as nvdiffrast's): see ops.antialias.
+BIG_TRIANGLE = [[-1.6, -1.3], [1.7, -0.2], [-0.4, 1.8]]  # its edges cross the image, none near 45 degrees
+
+
+def big_triangle_over_background(dtype=torch.float64):
+    xy = torch.tensor(BIG_TRIANGLE, dtype=dtype)
+    pos = torch.cat([xy, torch.zeros(3, 1, dtype=dtype), torch.ones(3, 1, dtype=dtype)], 1)
+    return pos.unsqueeze(0), torch.tensor([[0, 1, 2]], dtype=torch.int32)
+
+
+def big_triangle_over_a_far_one(dtype=torch.float64):
+    """The big triangle at z = -0.5 in front of one covering the whole image at z = 0.5."""
+    near, _ = big_triangle_over_background(dtype)
+    near[..., 2] = -0.5
+    far = torch.tensor([[[-4.0, -4.0, 0.5, 1.0], [4.0, -4.0, 0.5, 1.0], [0.0, 4.0, 0.5, 1.0]]], dtype=dtype)
+    return torch.cat([far, near], 1), torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+
+
+SWEEP_SCENES = {"triangle-over-background": big_triangle_over_background,
+                "triangle-over-triangle": big_triangle_over_a_far_one}
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_gradcheck(seed, backend, scene):
+    pos, tri = SCENES[scene]()
+    pos = pos + torch.randn_like(pos) * 0.02 * torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=pos.dtype)
+    rast = nl3dmm.rasterize(pos, tri, (14, 15))
+    color = torch.rand(1, 14, 15, 2, dtype=torch.float64, requires_grad=True)
+    p = pos.clone().requires_grad_(True)
+
+    def f(c, q):
+        return nl3dmm.antialias(c, rast, q, tri, backend=backend)
+
+    blended = (f(color, p) != color).any(-1).sum()
+    assert int(blended) > 10, "the case must blend along its silhouettes"
+    # fast_mode: random projections of the Jacobian, a few evaluations instead of one per input.
+    assert torch.autograd.gradcheck(f, (color, p), eps=1e-7, atol=1e-6, rtol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda q: f(color.detach(), q), (p,), eps=1e-7, atol=1e-6, rtol=1e-5)
+
+
+def image_sum(pos, tri, colour_of_triangle, resolution, antialiased: bool, interior: bool = False):
+    """Sum of the image of flat-coloured triangles (background 0), re-rasterized at pos; of the
+    pixels off the image's border only, with `interior` (no pairs reach outside the image, so an
+    edge between a border pixel's centre and the border is not blended: see ops.antialias)."""
+    rast = nl3dmm.rasterize(pos, tri, resolution)
+    ids = rast[..., 3].long()
+    palette = torch.cat([torch.zeros(1, dtype=pos.dtype), colour_of_triangle])
+    color = palette[ids].unsqueeze(-1)  # no gradient path but antialias's
+    image = nl3dmm.antialias(color, rast, pos, tri) if antialiased else color
+    if interior:
+        image = image[:, 1:-1, 1:-1]
+    return image.sum(), rast
+
+
+@pytest.mark.parametrize("scene", sorted(SWEEP_SCENES))
+def test_moving_silhouette_is_continuous_with_antialias_and_a_staircase_without(seed, scene):
+    """The first vertex of the near triangle slides 2 pixels to the right in 1/100 pixel steps:
+    without antialias the image sum (off the border) is piecewise constant (jumps of a pixel's colour
+    difference, zero difference quotient between them); with it, every step changes the sum by
+    no more than the analytic slope allows, including the steps where pixel centres change hands."""
+    pos, tri = SWEEP_SCENES[scene]()
+    H, W = 16, 18
+    vertex = 0 if len(tri) == 1 else 3
+    colours = torch.tensor([1.0] if len(tri) == 1 else [0.3, 1.0], dtype=torch.float64)
+    dx = 0.01 * 2.0 / W  # 1/100 pixel in clip x (w = 1 for these vertices)
+    start = float(pos[0, vertex, 0])
+    xs = [start + i * dx for i in range(201)]
+    plain, smooth, slopes = [], [], []
+    for x in xs:
+        p = pos.clone()
+        p[0, vertex, 0] = x
+        plain.append(float(image_sum(p, tri, colours, (H, W), False, interior=True)[0]))
+        q = p.clone().requires_grad_(True)
+        total, _ = image_sum(q, tri, colours, (H, W), True, interior=True)
+        total.backward()
+        smooth.append(float(total.detach()))
+        slopes.append(abs(float(q.grad[0, vertex, 0])))
+    plain_steps = torch.tensor(plain).diff().abs()
+    smooth_steps = torch.tensor(smooth).diff().abs()
+    assert int((plain_steps > 0.25).sum()) >= 2, "the silhouette should cross pixel centres"
+    assert bool(((plain_steps == 0) | (plain_steps > 0.25)).all()), "without antialias: a staircase"
+    bound = 1.5 * max(slopes) * dx + 1e-12
+    assert float(smooth_steps.max()) <= bound, (float(smooth_steps.max()), bound)
+    assert float(smooth[-1] - smooth[0]) != 0.0
+
+
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_finite_differences_of_the_image_sum_match_the_vertex_gradient(seed, scene):
+    """Central differences of the re-rasterized image sum in every coordinate of a silhouette
+    vertex, at points where no pixel changes hands within +-h, equal the analytic gradient."""
+    pos, tri = SCENES[scene]()
+    H, W = 16, 18
+    vertex = 1
+    colours = torch.tensor([1.0] if len(tri) == 1 else [0.3, 1.0], dtype=torch.float64)
+    h = 1e-6
+    gen = torch.Generator().manual_seed(seed)
+    checked = 0
+    for _ in range(40):
+        p = pos.clone()
+        p[0, :, :2] += (torch.rand(p.shape[1], 2, generator=gen, dtype=torch.float64) - 0.5) * 0.1
+        q = p.clone().requires_grad_(True)
+        total, rast = image_sum(q, tri, colours, (H, W), True)
+        total.backward()
+        for coord in (0, 1, 3):
+            plus, minus = p.clone(), p.clone()
+            plus[0, vertex, coord] += h
+            minus[0, vertex, coord] -= h
+            s_plus, r_plus = image_sum(plus, tri, colours, (H, W), True)
+            s_minus, r_minus = image_sum(minus, tri, colours, (H, W), True)
+            if not (torch.equal(r_plus[..., 3], rast[..., 3]) and torch.equal(r_minus[..., 3], rast[..., 3])):
+                continue  # a pixel changed hands inside the step: a kink, not a derivative
+            fd = float(s_plus - s_minus) / (2 * h)
+            analytic = float(q.grad[0, vertex, coord])
+            assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(analytic)), (coord, fd, analytic)
+            checked += 1
+        if checked >= 6:
+            break
+    assert checked >= 6, "too few points without a coverage change"
+    assert float(q.grad[0, vertex, :2].abs().max()) > 0, "the silhouette vertex must get a gradient"
+
+
+# ---- the fitting demonstration -----------------------------------------------------------------
+
+TARGET = [[-0.55, -0.45], [0.6, -0.3], [0.05, 0.65]]
+START = [[-0.3, -0.25], [0.3, -0.4], [-0.15, 0.3]]
+FIT_RESOLUTION = (48, 48)
+
+
+def silhouette(xy: torch.Tensor, antialiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, raster) of a white 2-D triangle on black: interpolate of a constant attribute
+    (differentiable in the vertices through the barycentrics, but constant inside), then
+    antialias or not."""
+    pos = torch.cat([xy, torch.zeros_like(xy[:, :1]), torch.ones_like(xy[:, :1])], 1).unsqueeze(0)
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    rast = nl3dmm.rasterize(pos, tri, FIT_RESOLUTION)
+    image = nl3dmm.interpolate(torch.ones(3, 1, dtype=xy.dtype), rast, tri)
+    if antialiased:
+        image = nl3dmm.antialias(image, rast, pos, tri)
+    return image, rast
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a[..., 3] > 0, b[..., 3] > 0
+    return float((a & b).sum()) / float((a | b).sum())
+
+
+def fit_silhouette(antialiased: bool, steps: int = 150) -> tuple[torch.Tensor, list[float]]:
+    """Adam on the three vertices so that the (antialiased) image matches the target's."""
+    target, _ = silhouette(torch.tensor(TARGET, dtype=torch.float64), True)
+    xy = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([xy], lr=0.02)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        image, _ = silhouette(xy, antialiased)
+        loss = ((image - target) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return xy.detach(), losses
+
+
+def test_fitting_a_silhouette_converges_with_antialias_and_stalls_without():
+    _, target_rast = silhouette(torch.tensor(TARGET, dtype=torch.float64), False)
+    _, start_rast = silhouette(torch.tensor(START, dtype=torch.float64), False)
+    start_iou = iou(start_rast, target_rast)
+    assert start_iou < 0.6
+    fitted, losses = fit_silhouette(True)
+    stalled, flat_losses = fit_silhouette(False)
+    fitted_iou = iou(silhouette(fitted, False)[1], target_rast)
+    stalled_iou = iou(silhouette(stalled, False)[1], target_rast)
+    print(f"IoU start {start_iou:.3f}, with antialias {fitted_iou:.3f}, without {stalled_iou:.3f}; "
+          f"loss {losses[0]:.4f} -> {losses[-1]:.5f}")
+    assert fitted_iou > 0.95
+    assert losses[-1] < 0.05 * losses[0]
+    assert torch.equal(stalled, torch.tensor(START, dtype=torch.float64)), "no gradient: Adam never moves"
+    assert stalled_iou == start_iou and flat_losses[-1] == flat_losses[0]
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+def small_case():
+    pos, tri = triangle_over_background(torch.float32)
+    rast = nl3dmm.rasterize(pos, tri, (8, 9))
+    return torch.rand(1, 8, 9, 3), rast, pos, tri
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda c, r, p, t: (c[..., :0], r, p, t), ValueError, "C >= 1"),
+    (lambda c, r, p, t: (c[:, :7], r, p, t), ValueError, "B, H, W must match"),
+    (lambda c, r, p, t: (c.double(), r, p, t), TypeError, "color is torch.float64"),
+    (lambda c, r, p, t: (c.int(), r, p, t), TypeError, "color must be float32 or float64"),
+    (lambda c, r, p, t: (c.masked_fill(c > 0.5, float("nan")), r, p, t), ValueError, "color contains NaN"),
+    (lambda c, r, p, t: (c, r, p.expand(2, -1, -1), t), ValueError, "pos has batch 2"),
+    (lambda c, r, p, t: (c, r, p.double(), t), TypeError, "pos is torch.float64"),
+    (lambda c, r, p, t: (c, r, p[..., :3], t), ValueError, r"pos must have shape \(B, V, 4\)"),
+    (lambda c, r, p, t: (c, r, p, t + 5), ValueError, "tri references vertex"),
+    (lambda c, r, p, t: (c, r.masked_fill(r[..., 3:] > 0, 7.0), p, t), ValueError, r"rast\[..., 3\] must hold"),
+    (lambda c, r, p, t: ("image", r, p, t), TypeError, "color must be a torch.Tensor"),
+])
+def test_bad_inputs_raise(change, error, message):
+    args = change(*small_case())
+    with pytest.raises(error, match=message):
+        nl3dmm.antialias(*args)
+
+
+@pytest.mark.parametrize("topology, error, message", [
+    (torch.zeros(2, 3, dtype=torch.int32), ValueError, r"shape \(F, 3\) = \(1, 3\)"),
+    (torch.full((1, 3), 3, dtype=torch.int32), ValueError, "outside -1..2"),
+    (torch.full((1, 3), -2, dtype=torch.int64), ValueError, "outside -1..2"),
+    (torch.zeros(1, 3), TypeError, "topology must be int32"),
+])
+def test_bad_topology_raises(topology, error, message):
+    color, rast, pos, tri = small_case()
+    with pytest.raises(error, match=message):
+        nl3dmm.antialias(color, rast, pos, tri, topology=topology)
+
+
+def test_deferred_validation_reports_at_check_pending():
+    color, rast, pos, tri = small_case()
+    nl3dmm.render.check_pending()
+    color[0, 0, 0, 0] = float("nan")
+    nl3dmm.antialias(color, rast, pos, tri, validate="deferred")  # no host check, no error yet
+    with pytest.raises(ValueError, match="antialias: color contains NaN or Inf"):
+        nl3dmm.render.check_pending()
+    # A bad topology is also met by the kernel, which skips it and (on the CPU) says so at once.
+    with pytest.raises(ValueError, match="antialias_forward: topology holds a vertex index outside"):
+        nl3dmm.antialias(color.nan_to_num(), rast, pos, tri, topology=torch.full((1, 3), 9), validate="deferred")
+    with pytest.raises(ValueError, match="antialias: topology holds an index outside -1..V-1"):
+        nl3dmm.render.check_pending()
+
+
+# ---- kernels meeting bad indices (validation bypassed) --------------------------------------------
+
+BAD_INDEX_CASES = {
+    "topology": ("topology holds a vertex index outside -1..V-1",
+                 lambda rast, tri, topo: (rast, tri, torch.full_like(topo, 10 ** 9))),
+    "raster id": ("not a triangle id", lambda rast, tri, topo: (rast.masked_fill(rast[..., 3:] > 0, 1e9), tri, topo)),
+    "tri": ("tri holds a vertex index outside", lambda rast, tri, topo: (rast, torch.tensor([[0, 1, 10 ** 9]],
+                                                                                              dtype=torch.int32), topo)),
+}
+
+
+def check_bad_indices(backend, case: str) -> None:
+    message, corrupt = BAD_INDEX_CASES[case]
+    color, rast, pos, tri = small_case()
+    rast, tri, topo = corrupt(rast, tri.int(), edge_opposites(tri))
+    with pytest.raises(ValueError, match=message):
+        backend.antialias(color, rast, pos, tri, topo)
+    with pytest.raises(ValueError, match=message):
+        backend.antialias_backward(color, rast, pos, tri, topo, torch.ones_like(color))
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEX_CASES))
+def test_cpu_kernels_refuse_bad_indices(case):
+    check_bad_indices(CPU, case)
+
+
+# ---- the CUDA source on the host harness -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def drivers():
+    import cuda_host
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(cuda_host.VARIANTS, pool.map(cuda_host.build, cuda_host.VARIANTS)))
+
+
+def host_backend(drivers, variant="plain", workers=3, chunk=5):
+    from cuda_host import HostCudaBackend
+    return HostCudaBackend(drivers[variant], workers=workers, chunk=chunk)
+
+
+def backend_pass(backend, color, rast, pos, tri, grad_out):
+    topo = edge_opposites(tri)
+    out = backend.antialias(color, rast, pos, tri.int(), topo, out=torch.full(color.shape, float("nan"),
+                                                                               dtype=color.dtype))
+    grad_color, grad_pos = backend.antialias_backward(color, rast, pos, tri.int(), topo, grad_out)
+    return out, grad_color, grad_pos
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_source_matches_cpu(drivers, seed, dtype):
+    color, rast, pos, tri = soup_scene(dtype)
+    grad_out = torch.randn(color.shape, dtype=dtype)
+    expected = backend_pass(CPU, color, rast, pos, tri, grad_out)
+    actual = backend_pass(host_backend(drivers), color, rast, pos, tri, grad_out)
+    assert torch.equal(actual[0], expected[0]), "forward is not bit-equal"
+    assert torch.equal(actual[1], expected[1]), "the colour gradient (a gather) is not bit-equal"
+    scale = float(expected[2].abs().max())
+    assert scale > 0
+    err = float((actual[2].double() - expected[2].double()).abs().max())
+    assert err <= HOST_GRAD_TOL[dtype] * scale, err / scale
+
+
+def test_cuda_source_is_bit_identical_for_any_schedule(drivers, seed):
+    color, rast, pos, tri = soup_scene(torch.float32)
+    grad_out = torch.randn(color.shape)
+    runs = [backend_pass(host_backend(drivers, workers=w, chunk=c), color, rast, pos, tri, grad_out)
+            for w, c in ((1, 1 << 20), (4, 1), (3, 7))]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEX_CASES))
+def test_cuda_source_refuses_bad_indices_under_asan(drivers, case):
+    check_bad_indices(host_backend(drivers, "asan", workers=2, chunk=3), case)
+
+
+@pytest.mark.parametrize("variant", ["asan", "tsan"])
+def test_sanitizers_find_nothing(drivers, seed, variant):
+    color, rast, pos, tri = soup_scene(torch.float32, batch=1, H=13, W=17)
+    grad_out = torch.randn(color.shape)
+    expected = backend_pass(CPU, color, rast, pos, tri, grad_out)
+    actual = backend_pass(host_backend(drivers, variant, workers=4, chunk=1), color, rast, pos, tri, grad_out)
+    assert torch.equal(actual[0], expected[0])
+
+
+# ---- Triton: the interpreter on CPU tensors, and the compiled path ahead of time -------------------
+
+def require_triton():
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pytest.skip("triton is not installed: pip install -e '.[test]'")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_matches_cpu(seed, dtype):
+    """Interpreted (milliseconds per program op, so a small case): forward and colour gradient
+    bit-equal to the CPU kernels, the vertex gradient within the fixed-point sums' rounding."""
+    require_triton()
+    color, rast, pos, tri = soup_scene(dtype, batch=2, H=13, W=17)
+    grad_out = torch.randn(color.shape, dtype=torch.float64)
+    expected = run("cpu", color, rast, pos, tri, grad_out)
+    actual = run("triton", color, rast, pos, tri, grad_out)
+    assert torch.equal(actual[0], expected[0]), "forward is not bit-equal"
+    assert torch.equal(actual[1], expected[1]), "the colour gradient is not bit-equal"
+    scale = float(expected[2].abs().max())
+    assert scale > 0
+    err = float((actual[2].double() - expected[2].double()).abs().max())
+    assert err <= HOST_GRAD_TOL[dtype] * scale, err / scale
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_the_gpu():
+    """The interpreter never runs Triton's compiler: compile the three launches (forward, both
+    backward passes) for sm_90 at the GPU block size, float32, without a GPU. Slow: the pair
+    analysis is inlined 12 times in all and ptxas took 590 s of a loaded 2-core machine."""
+    require_triton()
+    from triton.runtime.jit import JITFunction
+
+    from nl3dmm.kernels import antialias as k_antialias
+    from nl3dmm.kernels import fixed_sum, runtime
+    if not isinstance(k_antialias._forward_kernel, JITFunction):
+        pytest.skip("TRITON_INTERPRET=1 is set: every kernel is an interpreted one")
+    color, rast, pos, tri = small_case()
+    topo = edge_opposites(tri)
+    H, W, C = color.shape[1:]
+    block = runtime.pixel_block(torch.device("cuda"), 10 ** 6)
+    launches = [(k_antialias._forward_kernel, (color, rast, pos, tri, topo, color, 3, 1, H, W),
+                 {"CHANNELS": C, "BLOCK": block, "enable_fp_fusion": False})]
+    meta, acc = fixed_sum.scratch(12, color.device)
+    for p in fixed_sum.PASSES:
+        launches.append((k_antialias._backward_kernel,
+                         (color, rast, pos, tri, topo, color, meta, acc, color, 12, 3, 1, H, W),
+                         {"CHANNELS": C, "BLOCK": block, "PASS": p, "enable_fp_fusion": False}))
+    for kernel, args, options in launches:
+        binary = runtime.compile_for_gpu(kernel, args, options, arch=90)
+        assert binary.asm.get("cubin"), kernel.__name__
+
+
+def write_picture(path: Path) -> None:
+    """target | start | fitted without antialias | fitted with it, as a PNG."""
+    from PIL import Image
+    target, _ = silhouette(torch.tensor(TARGET, dtype=torch.float64), True)
+    start, _ = silhouette(torch.tensor(START, dtype=torch.float64), True)
+    panels = [target, start] + [silhouette(fit_silhouette(aa)[0], True)[0] for aa in (False, True)]
+    row = torch.cat([torch.nn.functional.pad(p[0, ..., 0], (2, 2, 2, 2), value=0.5) for p in panels], 1)
+    pixels = (row.flip(0).clamp(0, 1) * 255).round().byte().numpy()  # row 0 is clip y = -1: flip for display
+    Image.fromarray(pixels).resize((pixels.shape[1] * 4, pixels.shape[0] * 4), Image.NEAREST).save(path)
+
+
+if __name__ == "__main__":
+    write_picture(Path(__file__).resolve().parents[1] / "docs" / "images" / "antialias_fit.png")
