@@ -14,6 +14,10 @@ void interpolate_forward(const InterpolateArgs& args);
 void interpolate_backward(const InterpolateArgs& args);  // writes all of grad_attr, grad_rast
 void sample_texture_forward(const TextureArgs& args);
 void sample_texture_backward(const TextureArgs& args);  // writes all of grad_tex, grad_uv
+void interpolate_derivatives_forward(const InterpolateArgs& args);   // args.pos, out (B, H, W, 2C)
+void interpolate_derivatives_backward(const InterpolateArgs& args);  // writes all of grad_attr only
+void sample_texture_mip_forward(const TextureArgs& args);   // tex: packed pyramid, uv_da, max_level
+void sample_texture_mip_backward(const TextureArgs& args);  // writes grad_tex, grad_uv, grad_uv_da
 
 }  // namespace cpu
 }  // namespace nl3dmm
