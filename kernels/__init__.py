@@ -4,6 +4,8 @@
     rasterize.py     coverage (packed-key atomic_min z-buffer), resolve, and backward
     interpolate.py   barycentric attribute interpolation and backward
     texture.py       bilinear texture lookup (clamp / zero / wrap) and backward
+    derivatives.py   screen-space derivatives of interpolated attributes and backward
+    texture_mip.py   trilinear lookup in a packed mip pyramid and backward
     fixed_sum.py     deterministic scatter-add of the backward passes (64-bit fixed point)
     runtime.py       launching: compiled on CUDA tensors, Triton's interpreter on CPU tensors
 

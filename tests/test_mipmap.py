@@ -5,7 +5,9 @@ Kernels against the float64 reference on fresh random inputs: forward and gradie
 1e-12 of the largest reference value in float64 and 1e-5 in float32 (uv and uv_da gradients,
 which carry factors of the texture size, 1e-11 / 1e-4); gradcheck in float64; NaN-poisoned
 outputs must be overwritten. The CUDA source runs through the host harness (tests/cuda_host.py)
-against the CPU kernels: forward bit-equal, gradients within 1e-6 (f32) / 1e-12 (f64).
+against the CPU kernels: forward bit-equal, gradients within 1e-6 (f32) / 1e-12 (f64). The
+Triton kernels run through Triton's interpreter on CPU tensors (as tests/test_triton.py):
+forward bit-equal to the CPU kernels, gradients within the reference tolerances.
 """
 from __future__ import annotations
 
@@ -323,9 +325,6 @@ def test_bad_inputs():
     poisoned[1][0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="mip contains NaN or Inf"):
         nl3dmm.sample_texture(tex, uv, uv_da=da, mip=poisoned)
-    with pytest.raises(NotImplementedError, match="backend 'triton' has no"):
-        nl3dmm.render.backends.BACKENDS["triton"].sample_texture_mip(
-            tex.reshape(1, -1, 3), False, uv, da, "clamp", (8, 8, 0))
 
 
 # ---- the CUDA source on the host harness (tests/cuda_host.py) ---------------------------------
@@ -417,3 +416,84 @@ def test_cuda_source_mip_under_sanitizers(harness, seed, variant):
     assert torch.equal(host.interpolate_derivatives(attr, True, rast, tri, pos),
                        cpu.interpolate_derivatives(attr, True, rast, tri, pos))
     host.interpolate_derivatives_backward(attr, True, rast, tri, pos, grad_da)
+
+
+# ---- Triton, through its interpreter on CPU tensors -------------------------------------------
+
+def _triton_backend():
+    pytest.importorskip("triton")
+    from nl3dmm.render.backends.triton import TritonBackend
+    return TritonBackend()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_triton_trilinear_matches_cpu_and_reference(seed, dtype, boundary):
+    _triton_backend()
+    shared = boundary == "wrap"  # batched and shared textures, without doubling the cases
+    B, H, W, size, C = 2, 6, 7, (13, 20), 3
+    tex = torch.randn(1 if shared else B, *size, C, dtype=dtype)
+    uv, da = _mip_inputs(B, H, W, size, dtype=dtype)
+    grad_out = torch.randn(B, H, W, C, dtype=torch.float64)
+    results = {}
+    for backend in ("triton", "cpu"):
+        leaves = [t.clone().requires_grad_(True) for t in (tex, uv, da)]
+        out = nl3dmm.sample_texture(leaves[0], leaves[1], boundary, backend=backend, uv_da=leaves[2])
+        out.backward(grad_out.to(dtype))
+        results[backend] = [out.detach()] + [t.grad for t in leaves]
+    refs = [t.double().requires_grad_(True) for t in (tex, uv, da)]
+    ref = reference.sample_texture_mip([refs[0], *mipmap.mip_levels(refs[0])], refs[1], refs[2], boundary)
+    ref.backward(grad_out)
+    triton_out, cpu_out = results["triton"], results["cpu"]
+    assert torch.equal(triton_out[0], cpu_out[0]), "forward is not bit-equal to the CPU kernel"
+    for i, (what, tol) in enumerate((("out", 1), ("d tex", 1), ("d uv", 10), ("d uv_da", 10)),):
+        expected = ref.detach() if i == 0 else refs[i - 1].grad
+        assert_rel_close(triton_out[i], expected, TOL[dtype] * tol, f"triton {what} vs reference")
+        assert_rel_close(triton_out[i], cpu_out[i], TOL[dtype] * tol, f"triton {what} vs cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shared", [False, True])
+def test_triton_derivatives_match_cpu_and_reference(seed, dtype, shared):
+    _triton_backend()
+    pos, tri = random_soup(2, 30, 40, dtype)
+    rast = nl3dmm.rasterize(pos, tri, (16, 20))
+    attr = torch.randn(1 if shared else 2, 30, 3, dtype=dtype)
+    grad_out = torch.randn(2, 16, 20, 6, dtype=torch.float64)
+    results = {}
+    for backend in ("triton", "cpu"):
+        a = attr.clone().requires_grad_(True)
+        out = nl3dmm.interpolate_derivatives(a, rast, tri, pos, backend=backend)
+        out.backward(grad_out.to(dtype))
+        results[backend] = (out.detach(), a.grad)
+    a_ref = attr.double().requires_grad_(True)
+    ref = reference.interpolate_derivatives(a_ref, rast.double(), tri, pos.double())
+    ref.backward(grad_out)
+    assert torch.equal(results["triton"][0], results["cpu"][0]), "forward is not bit-equal to the CPU kernel"
+    assert_rel_close(results["triton"][0], ref, TOL[dtype], "triton out_da vs reference")
+    assert_rel_close(results["triton"][1], a_ref.grad, TOL[dtype], "triton d attr vs reference")
+
+
+def test_triton_gradcheck_and_every_pixel_written(seed):
+    backend = _triton_backend()
+    size = (6, 5)
+    tex = torch.randn(1, *size, 1, dtype=torch.float64, requires_grad=True)
+    uv, da = _mip_inputs(1, 2, 3, size, lod_range=(0.0, 2.0), kink_free=True)
+    uv.requires_grad_(True)
+    da.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t, u, d: nl3dmm.sample_texture(t, u, "clamp", backend="triton", uv_da=d),
+        (tex, uv, da), eps=1e-7, atol=1e-6, nondet_tol=1e-12)
+    pos, tri = jittered_grid(1, 2, 2)
+    rast = nl3dmm.rasterize(pos, tri, (6, 7))
+    attr = torch.randn(1, pos.shape[1], 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a: nl3dmm.interpolate_derivatives(a, rast, tri, pos, backend="triton"), (attr,),
+        eps=1e-6, atol=1e-8, nondet_tol=1e-12)
+    out = torch.full((1, 6, 7, 4), float("nan"), dtype=torch.float64)
+    backend.interpolate_derivatives(attr.detach(), False, rast, tri, pos, out=out)
+    assert not torch.isnan(out).any() and (out[rast[..., 3] == 0] == 0).all()
+    packed = torch.cat([t.reshape(1, -1, 1) for t in (tex.detach(), *nl3dmm.mip_levels(tex.detach()))], 1)
+    out = torch.full((1, 2, 3, 1), float("nan"), dtype=torch.float64)
+    backend.sample_texture_mip(packed, False, uv.detach(), da.detach(), "zero", (*size, 2), out=out)
+    assert not torch.isnan(out).any()
