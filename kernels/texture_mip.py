@@ -45,12 +45,26 @@ def _blend(uv_ptr, da_ptr, pixel, live, tex_h, tex_w, max_level):
 
 
 @triton.jit
-def _side(table_ptr, level, u, v, live, MODE: tl.constexpr):
-    """One level's bilinear taps: indices into the image's pyramid, weights, inside flags."""
+def _level_taps(table_ptr, level, u, v, live, MODE: tl.constexpr):
+    """One level's bilinear taps (indices into the image's pyramid), their weights and the
+    weights' derivatives in u and v (bilinear_weights, bilinear_weight_grads)."""
     offset, rows, cols = _level(table_ptr, level, live)
     i00, i01, i10, i11, in00, in01, in10, in11, fx, fy = bilinear_taps(u, v, rows, cols, MODE)
-    return (offset + i00, offset + i01, offset + i10, offset + i11, in00, in01, in10, in11, fx, fy,
-            rows, cols)
+    w00, w01, w10, w11 = bilinear_weights(fx, fy, in00, in01, in10, in11)
+    u00, u01, u10, u11, v00, v01, v10, v11 = bilinear_weight_grads(fx, fy, in00, in01, in10, in11, rows, cols)
+    return (offset + i00, offset + i01, offset + i10, offset + i11, w00, w01, w10, w11,
+            u00, u01, u10, u11, v00, v01, v10, v11)
+
+
+@triton.jit
+def _level_value(value, tex_c, i00, i01, i10, i11, w00, w01, w10, w11, share, live,
+                 CHANNELS: tl.constexpr):
+    """value plus one level's share of a channel, tap by tap in trilinear_taps' order."""
+    value += share * w00 * tl.load(tex_c + i00 * CHANNELS, mask=live, other=0.0).to(tl.float64)
+    value += share * w01 * tl.load(tex_c + i01 * CHANNELS, mask=live, other=0.0).to(tl.float64)
+    value += share * w10 * tl.load(tex_c + i10 * CHANNELS, mask=live, other=0.0).to(tl.float64)
+    value += share * w11 * tl.load(tex_c + i11 * CHANNELS, mask=live, other=0.0).to(tl.float64)
+    return value
 
 
 @triton.jit
@@ -62,42 +76,47 @@ def _forward_kernel(tex_ptr, uv_ptr, da_ptr, table_ptr, out_ptr, texels, tex_h, 
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = p < height * width
     pixel = b * height * width + p
-    u, v, level0, level1, frac, df0, df1, df2, df3 = _blend(uv_ptr, da_ptr, pixel, live, tex_h, tex_w,
-                                                           max_level)
-    a00, a01, a10, a11, ain00, ain01, ain10, ain11, afx, afy, _, _ = _side(table_ptr, level0, u, v, live, MODE)
-    b00, b01, b10, b11, bin00, bin01, bin10, bin11, bfx, bfy, _, _ = _side(table_ptr, level1, u, v, live, MODE)
-    wa00, wa01, wa10, wa11 = bilinear_weights(afx, afy, ain00, ain01, ain10, ain11)
-    wb00, wb01, wb10, wb11 = bilinear_weights(bfx, bfy, bin00, bin01, bin10, bin11)
-    keep = 1.0 - frac
-    wa00 = keep * wa00
-    wa01 = keep * wa01
-    wa10 = keep * wa10
-    wa11 = keep * wa11
-    wb00 = frac * wb00
-    wb01 = frac * wb01
-    wb10 = frac * wb10
-    wb11 = frac * wb11
+    u, v, level0, level1, frac, _, _, _, _ = _blend(uv_ptr, da_ptr, pixel, live, tex_h, tex_w, max_level)
+    a00, a01, a10, a11, wa00, wa01, wa10, wa11, _, _, _, _, _, _, _, _ = _level_taps(
+        table_ptr, level0, u, v, live, MODE)
+    b00, b01, b10, b11, wb00, wb01, wb10, wb11, _, _, _, _, _, _, _, _ = _level_taps(
+        table_ptr, level1, u, v, live, MODE)
     if BATCHED:
         tex_ptr += b * texels * CHANNELS
     for c in tl.static_range(CHANNELS):
-        value = wa00 * tl.load(tex_ptr + a00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wa01 * tl.load(tex_ptr + a01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wa10 * tl.load(tex_ptr + a10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wa11 * tl.load(tex_ptr + a11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wb00 * tl.load(tex_ptr + b00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wb01 * tl.load(tex_ptr + b01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wb10 * tl.load(tex_ptr + b10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        value += wb11 * tl.load(tex_ptr + b11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        value = tl.full([BLOCK], 0.0, tl.float64)
+        value = _level_value(value, tex_ptr + c, a00, a01, a10, a11, wa00, wa01, wa10, wa11, 1.0 - frac,
+                             live, CHANNELS)
+        value = _level_value(value, tex_ptr + c, b00, b01, b10, b11, wb00, wb01, wb10, wb11, frac, live,
+                             CHANNELS)
         tl.store(out_ptr + pixel * CHANNELS + c, value, mask=live)
 
 
 @triton.jit
-def _tap_backward(tex_ptr, grad_c, index, g, w, du, dv, df, live, meta_ptr, acc_ptr, num_values,
-                  CHANNELS: tl.constexpr, PASS: tl.constexpr):
-    """One tap of one channel: scatter w * g to the texel, return g * texel * (du, dv, df)."""
-    gt = g * tl.load(tex_ptr + index * CHANNELS, mask=live, other=0.0).to(tl.float64)
-    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + index * CHANNELS, w * g, live & (w != 0.0), PASS)
-    return du * gt, dv * gt, df * gt
+def _tap_backward(tex_c, grad_c, index, g, w, du, dv, share, dshare, live, g_u, g_v, g_f,
+                  meta_ptr, acc_ptr, num_values, CHANNELS: tl.constexpr, PASS: tl.constexpr):
+    """One tap of one channel: scatter its weight times g to the texel, and add g * texel
+    times the weight's derivatives in u, v and frac (trilinear_taps' dwdu, dwdv, dwdf)."""
+    gt = g * tl.load(tex_c + index * CHANNELS, mask=live, other=0.0).to(tl.float64)
+    weight = share * w
+    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + index * CHANNELS, weight * g, live & (weight != 0.0),
+                PASS)
+    return g_u + share * du * gt, g_v + share * dv * gt, g_f + dshare * w * gt
+
+
+@triton.jit
+def _level_backward(tex_c, grad_c, g, i00, i01, i10, i11, w00, w01, w10, w11, u00, u01, u10, u11,
+                    v00, v01, v10, v11, share, dshare, live, g_u, g_v, g_f, meta_ptr, acc_ptr, num_values,
+                    CHANNELS: tl.constexpr, PASS: tl.constexpr):
+    """The four taps of one level for one channel, in trilinear_taps' order."""
+    g_u, g_v, g_f = _tap_backward(tex_c, grad_c, i00, g, w00, u00, v00, share, dshare, live, g_u, g_v, g_f,
+                                  meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
+    g_u, g_v, g_f = _tap_backward(tex_c, grad_c, i01, g, w01, u01, v01, share, dshare, live, g_u, g_v, g_f,
+                                  meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
+    g_u, g_v, g_f = _tap_backward(tex_c, grad_c, i10, g, w10, u10, v10, share, dshare, live, g_u, g_v, g_f,
+                                  meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
+    return _tap_backward(tex_c, grad_c, i11, g, w11, u11, v11, share, dshare, live, g_u, g_v, g_f,
+                         meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
 
 
 @triton.jit
@@ -113,16 +132,10 @@ def _backward_kernel(tex_ptr, uv_ptr, da_ptr, table_ptr, grad_out_ptr, meta_ptr,
     pixel = b * height * width + p
     u, v, level0, level1, frac, df0, df1, df2, df3 = _blend(uv_ptr, da_ptr, pixel, live, tex_h, tex_w,
                                                            max_level)
-    a00, a01, a10, a11, ain00, ain01, ain10, ain11, afx, afy, arows, acols = _side(
+    a00, a01, a10, a11, wa00, wa01, wa10, wa11, ua00, ua01, ua10, ua11, va00, va01, va10, va11 = _level_taps(
         table_ptr, level0, u, v, live, MODE)
-    b00, b01, b10, b11, bin00, bin01, bin10, bin11, bfx, bfy, brows, bcols = _side(
+    b00, b01, b10, b11, wb00, wb01, wb10, wb11, ub00, ub01, ub10, ub11, vb00, vb01, vb10, vb11 = _level_taps(
         table_ptr, level1, u, v, live, MODE)
-    wa00, wa01, wa10, wa11 = bilinear_weights(afx, afy, ain00, ain01, ain10, ain11)
-    wb00, wb01, wb10, wb11 = bilinear_weights(bfx, bfy, bin00, bin01, bin10, bin11)
-    ua00, ua01, ua10, ua11, va00, va01, va10, va11 = bilinear_weight_grads(
-        afx, afy, ain00, ain01, ain10, ain11, arows, acols)
-    ub00, ub01, ub10, ub11, vb00, vb01, vb10, vb11 = bilinear_weight_grads(
-        bfx, bfy, bin00, bin01, bin10, bin11, brows, bcols)
     keep = 1.0 - frac
     base = b * 0
     if BATCHED:
@@ -133,49 +146,12 @@ def _backward_kernel(tex_ptr, uv_ptr, da_ptr, table_ptr, grad_out_ptr, meta_ptr,
     g_f = tl.full([BLOCK], 0.0, tl.float64)
     for c in tl.static_range(CHANNELS):
         g = tl.load(grad_out_ptr + pixel * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        t_c = tex_ptr + c
-        grad_c = base + c
-        # The eight taps in trilinear_taps' order; (du, dv, df) as its dwdu, dwdv, dwdf.
-        du, dv, df = _tap_backward(t_c, grad_c, a00, g, keep * wa00, keep * ua00, keep * va00, -wa00, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, a01, g, keep * wa01, keep * ua01, keep * va01, -wa01, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, a10, g, keep * wa10, keep * ua10, keep * va10, -wa10, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, a11, g, keep * wa11, keep * ua11, keep * va11, -wa11, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, b00, g, frac * wb00, frac * ub00, frac * vb00, wb00, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, b01, g, frac * wb01, frac * ub01, frac * vb01, wb01, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, b10, g, frac * wb10, frac * ub10, frac * vb10, wb10, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
-        du, dv, df = _tap_backward(t_c, grad_c, b11, g, frac * wb11, frac * ub11, frac * vb11, wb11, live,
-                                   meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
-        g_u += du
-        g_v += dv
-        g_f += df
+        g_u, g_v, g_f = _level_backward(tex_ptr + c, base + c, g, a00, a01, a10, a11, wa00, wa01, wa10, wa11,
+                                        ua00, ua01, ua10, ua11, va00, va01, va10, va11, keep, -1.0, live,
+                                        g_u, g_v, g_f, meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
+        g_u, g_v, g_f = _level_backward(tex_ptr + c, base + c, g, b00, b01, b10, b11, wb00, wb01, wb10, wb11,
+                                        ub00, ub01, ub10, ub11, vb00, vb01, vb10, vb11, frac, 1.0, live,
+                                        g_u, g_v, g_f, meta_ptr, acc_ptr, num_values, CHANNELS, PASS)
     if PASS == 0:
         return
     tl.store(grad_uv_ptr + pixel * 2 + 0, g_u, mask=live)
