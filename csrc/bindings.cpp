@@ -33,6 +33,10 @@ void check_args(const nl3dmm::TextureArgs& a) {
     check_args(a.launch);
     if (a.mode < nl3dmm::kClamp || a.mode > nl3dmm::kWrap)
         throw std::invalid_argument("nl3dmm._C: boundary mode must be 0, 1 or 2, got " + std::to_string(a.mode));
+    // Level max_level of the pyramid must exist: at most floor(log2(max(tex_h, tex_w))).
+    if (a.max_level < 0 || (a.max_level > 0 && ((a.tex_h | a.tex_w) >> a.max_level) == 0))
+        throw std::invalid_argument("nl3dmm._C: max_level " + std::to_string(a.max_level) +
+                                    " is outside the texture's pyramid");
 }
 
 // The one place where Python arguments become the argument structs of render_args.h: entry
@@ -61,15 +65,19 @@ void def_op(py::module_& m, const char* name, void (*fn)(const Args&)) {
     }, doc.c_str());
 }
 
-// The eight entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
-#define NL3DMM_DEF_OPS(module, ns)                                            \
-    def_op(module, "rasterize_forward", &ns::rasterize_forward);             \
-    def_op(module, "rasterize_backward", &ns::rasterize_backward);           \
-    def_op(module, "interpolate_forward", &ns::interpolate_forward);         \
-    def_op(module, "interpolate_backward", &ns::interpolate_backward);       \
-    def_op(module, "sample_texture_forward", &ns::sample_texture_forward);   \
-    def_op(module, "sample_texture_backward", &ns::sample_texture_backward); \
-    def_op(module, "antialias_forward", &ns::antialias_forward);             \
+// The twelve entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
+#define NL3DMM_DEF_OPS(module, ns)                                                             \
+    def_op(module, "rasterize_forward", &ns::rasterize_forward);                               \
+    def_op(module, "rasterize_backward", &ns::rasterize_backward);                             \
+    def_op(module, "interpolate_forward", &ns::interpolate_forward);                           \
+    def_op(module, "interpolate_backward", &ns::interpolate_backward);                         \
+    def_op(module, "sample_texture_forward", &ns::sample_texture_forward);                     \
+    def_op(module, "sample_texture_backward", &ns::sample_texture_backward);                   \
+    def_op(module, "interpolate_derivatives_forward", &ns::interpolate_derivatives_forward);   \
+    def_op(module, "interpolate_derivatives_backward", &ns::interpolate_derivatives_backward); \
+    def_op(module, "sample_texture_mip_forward", &ns::sample_texture_mip_forward);             \
+    def_op(module, "sample_texture_mip_backward", &ns::sample_texture_mip_backward);           \
+    def_op(module, "antialias_forward", &ns::antialias_forward);                               \
     def_op(module, "antialias_backward", &ns::antialias_backward)
 
 }  // namespace

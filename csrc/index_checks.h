@@ -62,4 +62,10 @@ NL_HD bool finite_uv(double u, double v) {
     return u - u == 0.0 && v - v == 0.0;  // false for NaN and +-Inf, without <cmath> overloads
 }
 
+// A pixel's uv and its four screen derivatives (du/dx, du/dy, dv/dx, dv/dy) are all finite.
+template <typename T>
+NL_HD bool finite_uv_and_derivatives(const T* uv, const T* uv_da) {
+    return finite_uv(uv[0], uv[1]) && finite_uv(uv_da[0], uv_da[1]) && finite_uv(uv_da[2], uv_da[3]);
+}
+
 }  // namespace nl3dmm

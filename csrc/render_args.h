@@ -18,7 +18,7 @@ namespace nl3dmm {
 enum StatusBits : int32_t {
     kBadVertexIndex = 1,  // tri holds an index outside 0..V-1
     kBadTriangleId = 2,   // rast[..., 3] is not a triangle id in 0..F (0 = empty pixel)
-    kBadTexCoord = 4,     // uv holds NaN or Inf
+    kBadTexCoord = 4,     // uv (or uv_da) holds NaN or Inf
     kBadNeighbour = 8,    // antialias's topology holds an index outside -1..V-1
 };
 
@@ -52,27 +52,34 @@ struct InterpolateArgs {
     bool attr_batched = false;
     uintptr_t rast = 0;  // (B, H, W, 4)
     uintptr_t tri = 0;   // (F, 3)
+    uintptr_t pos = 0;   // interpolate_derivatives: (B, V, 4) clip positions given to rasterize
     int64_t B = 0, V = 0, F = 0, C = 0;
     int H = 0, W = 0;
-    uintptr_t out = 0;        // (B, H, W, C) forward output
+    uintptr_t out = 0;        // (B, H, W, C) forward output; interpolate_derivatives: (B, H, W, 2C)
     uintptr_t grad_out = 0;   // backward input, like out
     uintptr_t grad_attr = 0;  // backward output, like attr
     uintptr_t grad_rast = 0;  // backward output, like rast (channels 2 and 3 are zero)
     LaunchArgs launch;
 };
 
+// sample_texture, and its mip-mapped form sample_texture_mip, where `tex` is the packed pyramid
+// of levels 0..max_level (render_math.h: mip_level_size, mip_level_offset) per image and the
+// level of detail comes from uv_da.
 struct TextureArgs {
     bool f64 = false;
-    uintptr_t tex = 0;  // (B, Ht, Wt, C) per image, or (1, Ht, Wt, C) shared
+    uintptr_t tex = 0;  // (B, Ht, Wt, C) per image, or (1, Ht, Wt, C) shared; mip: (B or 1, texels, C)
     bool tex_batched = false;
-    uintptr_t uv = 0;  // (B, H, W, 2)
+    uintptr_t uv = 0;     // (B, H, W, 2)
+    uintptr_t uv_da = 0;  // mip: (B, H, W, 4) du/dx, du/dy, dv/dx, dv/dy
     int64_t B = 0, C = 0;
-    int tex_h = 0, tex_w = 0, H = 0, W = 0;
+    int tex_h = 0, tex_w = 0, H = 0, W = 0;  // tex_h, tex_w: level 0
     int mode = 0;             // BoundaryMode (render_math.h)
+    int max_level = 0;        // mip: the coarsest level in tex
     uintptr_t out = 0;        // (B, H, W, C) forward output
     uintptr_t grad_out = 0;   // backward input, like out
     uintptr_t grad_tex = 0;   // backward output, like tex
     uintptr_t grad_uv = 0;    // backward output, like uv
+    uintptr_t grad_uv_da = 0; // mip backward output, like uv_da
     LaunchArgs launch;
 };
 
@@ -92,7 +99,7 @@ struct AntialiasArgs {
     LaunchArgs launch;
 };
 
-// Defines a backend's eight entry points, each calling its <op>_t<double> or <op>_t<float>
+// Defines a backend's twelve entry points, each calling its <op>_t<double> or <op>_t<float>
 // implementation as args.f64 says (csrc/cpu and csrc/cuda both end with it).
 #define NL3DMM_ENTRY_POINTS_BY_PRECISION                                                          \
     void rasterize_forward(const RasterizeArgs& a) {                                              \
@@ -118,6 +125,20 @@ struct AntialiasArgs {
     }                                                                                             \
     void antialias_backward(const AntialiasArgs& a) {                                             \
         a.f64 ? antialias_backward_t<double>(a) : antialias_backward_t<float>(a);                 \
+    }                                                                                             \
+    void interpolate_derivatives_forward(const InterpolateArgs& a) {                              \
+        a.f64 ? interpolate_derivatives_forward_t<double>(a)                                      \
+              : interpolate_derivatives_forward_t<float>(a);                                      \
+    }                                                                                             \
+    void interpolate_derivatives_backward(const InterpolateArgs& a) {                             \
+        a.f64 ? interpolate_derivatives_backward_t<double>(a)                                     \
+              : interpolate_derivatives_backward_t<float>(a);                                     \
+    }                                                                                             \
+    void sample_texture_mip_forward(const TextureArgs& a) {                                       \
+        a.f64 ? sample_texture_mip_forward_t<double>(a) : sample_texture_mip_forward_t<float>(a); \
+    }                                                                                             \
+    void sample_texture_mip_backward(const TextureArgs& a) {                                      \
+        a.f64 ? sample_texture_mip_backward_t<double>(a) : sample_texture_mip_backward_t<float>(a); \
     }
 
 template <typename T>

@@ -48,7 +48,7 @@ inline ArgFields fields_of(RasterizeArgs& a) {
 inline ArgFields fields_of(InterpolateArgs& a) {
     ArgFields f;
     add_launch_fields(f, a.launch);
-    f.buffers.insert({{"attr", &a.attr}, {"rast", &a.rast}, {"tri", &a.tri}, {"out", &a.out},
+    f.buffers.insert({{"attr", &a.attr}, {"rast", &a.rast}, {"tri", &a.tri}, {"pos", &a.pos}, {"out", &a.out},
                       {"grad_out", &a.grad_out}, {"grad_attr", &a.grad_attr}, {"grad_rast", &a.grad_rast}});
     f.sizes = {{"B", &a.B}, {"V", &a.V}, {"F", &a.F}, {"C", &a.C}};
     f.small = {{"H", &a.H}, {"W", &a.W}};
@@ -59,10 +59,12 @@ inline ArgFields fields_of(InterpolateArgs& a) {
 inline ArgFields fields_of(TextureArgs& a) {
     ArgFields f;
     add_launch_fields(f, a.launch);
-    f.buffers.insert({{"tex", &a.tex}, {"uv", &a.uv}, {"out", &a.out}, {"grad_out", &a.grad_out},
-                      {"grad_tex", &a.grad_tex}, {"grad_uv", &a.grad_uv}});
+    f.buffers.insert({{"tex", &a.tex}, {"uv", &a.uv}, {"uv_da", &a.uv_da}, {"out", &a.out},
+                      {"grad_out", &a.grad_out}, {"grad_tex", &a.grad_tex}, {"grad_uv", &a.grad_uv},
+                      {"grad_uv_da", &a.grad_uv_da}});
     f.sizes = {{"B", &a.B}, {"C", &a.C}};
-    f.small = {{"tex_h", &a.tex_h}, {"tex_w", &a.tex_w}, {"H", &a.H}, {"W", &a.W}, {"mode", &a.mode}};
+    f.small = {{"tex_h", &a.tex_h}, {"tex_w", &a.tex_w}, {"H", &a.H}, {"W", &a.W}, {"mode", &a.mode},
+               {"max_level", &a.max_level}};
     f.flags = {{"f64", &a.f64}, {"tex_batched", &a.tex_batched}};
     return f;
 }

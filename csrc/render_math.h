@@ -345,6 +345,55 @@ NL_HD bool is_silhouette_edge(double px, double py, double qx, double qy, double
     return own > 0.0 ? other >= 0.0 : other <= 0.0;
 }
 
+// Screen-space derivatives of the perspective-correct barycentrics (b0, b1) at pixel (row, col),
+// in units of one pixel step (x: one column right, y: one row down), as nvdiffrast's rast_db.
+// Screen-linear weights l_k = e_k(p) / area have constant derivatives; b_k = q_k / sum(q) with
+// q_k = l_k / w_k, so d b_k = (d q_k - b_k d sum(q)) / sum(q). Zero for a triangle whose exact
+// (unsnapped) area is zero, as resolve_pixel gives it no gradient either.
+struct BarycentricDerivatives {
+    double db0dx, db0dy, db1dx, db1dy;
+};
+
+NL_HD BarycentricDerivatives barycentric_derivatives(const ScreenVertex& v0, const ScreenVertex& v1,
+                                                     const ScreenVertex& v2, int row, int col) {
+    const ScreenVertex* v[3] = {&v0, &v1, &v2};
+    BarycentricDerivatives d{0.0, 0.0, 0.0, 0.0};
+    const double px = col + 0.5, py = row + 0.5;
+    const double area = edge_real(v0.x, v0.y, v1.x, v1.y, v2.x, v2.y);
+    if (area == 0.0) return d;
+    double q[3], dqx[3], dqy[3];
+    for (int k = 0; k < 3; ++k) {
+        int i = (k + 1) % 3, j = (k + 2) % 3;
+        // edge(v_i, v_j, p) = (xj - xi)(py - yi) - (yj - yi)(px - xi)
+        const double l = edge_real(v[i]->x, v[i]->y, v[j]->x, v[j]->y, px, py) / area;
+        q[k] = l * v[k]->inv_w;
+        dqx[k] = (v[i]->y - v[j]->y) / area * v[k]->inv_w;
+        dqy[k] = (v[j]->x - v[i]->x) / area * v[k]->inv_w;
+    }
+    const double qsum = q[0] + q[1] + q[2];
+    if (qsum == 0.0) return d;
+    const double sx = dqx[0] + dqx[1] + dqx[2], sy = dqy[0] + dqy[1] + dqy[2];
+    const double b0 = q[0] / qsum, b1 = q[1] / qsum;
+    d.db0dx = (dqx[0] - b0 * sx) / qsum;
+    d.db0dy = (dqy[0] - b0 * sy) / qsum;
+    d.db1dx = (dqx[1] - b1 * sx) / qsum;
+    d.db1dy = (dqy[1] - b1 * sy) / qsum;
+    return d;
+}
+
+// The same for the pixel's triangle given by its corner indices into one image's (V, 4) clip
+// positions.
+template <typename T>
+NL_HD BarycentricDerivatives triangle_barycentric_derivatives(const T* pos, const int32_t* corners,
+                                                              int row, int col, int height, int width) {
+    ScreenVertex s[3];
+    for (int k = 0; k < 3; ++k) {
+        const T* p = pos + (int64_t)corners[k] * 4;
+        s[k] = project_vertex(p[0], p[1], p[2], p[3], height, width);
+    }
+    return barycentric_derivatives(s[0], s[1], s[2], row, col);
+}
+
 // ---- attribute interpolation ---------------------------------------------------------------
 
 // out[c] = b0 * a[v0][c] + b1 * a[v1][c] + (1 - b0 - b1) * a[v2][c] for the pixel's triangle,
@@ -361,6 +410,28 @@ NL_HD void interpolate_pixel(const T* rs, const int32_t* tri, const T* attr, int
     const T* a2 = attr + (int64_t)tri[f * 3 + 2] * C;
     const T w0 = rs[0], w1 = rs[1], w2 = T(1) - rs[0] - rs[1];
     for (int64_t c = 0; c < C; ++c) out[c] = w0 * a0[c] + w1 * a1[c] + w2 * a2[c];
+}
+
+// Screen-space derivatives of the interpolated attributes, nvdiffrast's layout:
+// out[2c] = d attr_c / dx, out[2c + 1] = d attr_c / dy (uv: du/dx, du/dy, dv/dx, dv/dy).
+// a0, a1, a2: the triangle's corner attributes (C values each).
+template <typename T>
+NL_HD void attribute_derivatives_pixel(const BarycentricDerivatives& d, const T* a0, const T* a1,
+                                       const T* a2, int64_t C, T* out) {
+    for (int64_t c = 0; c < C; ++c) {
+        const double e0 = (double)a0[c] - (double)a2[c], e1 = (double)a1[c] - (double)a2[c];
+        out[2 * c] = (T)(d.db0dx * e0 + d.db1dx * e1);
+        out[2 * c + 1] = (T)(d.db0dy * e0 + d.db1dy * e1);
+    }
+}
+
+// What corner k's attributes receive from the gradient (gx, gy) of one channel's derivatives
+// (weights of attribute_derivatives_pixel: b2 = 1 - b0 - b1, so corner 2 gets minus the sum).
+NL_HD void attribute_derivative_weights(const BarycentricDerivatives& d, double gx, double gy,
+                                        double w[3]) {
+    w[0] = d.db0dx * gx + d.db0dy * gy;
+    w[1] = d.db1dx * gx + d.db1dy * gy;
+    w[2] = -(w[0] + w[1]);
 }
 
 // ---- bilinear texture lookup -------------------------------------------------------------
@@ -451,6 +522,130 @@ NL_HD void bilinear_weight_grads(const BilinearTaps& t, int tex_h, int tex_w, do
         dwdu[k] = t.inside[k] ? dwdu[k] : 0.0;
         dwdv[k] = t.inside[k] ? dwdv[k] : 0.0;
     }
+}
+
+// ---- trilinear (mip-mapped) texture lookup ------------------------------------------------
+// The pyramid of an Ht x Wt texture: level l is max(1, Ht >> l) x max(1, Wt >> l) texels, each
+// averaging the part of level l - 1 it covers (engine/render/mipmap.py builds it), down to
+// 1 x 1 at level floor(log2(max(Ht, Wt))). All levels of one image lie back to back, level 0
+// first, in one buffer (the "packed pyramid"); every level keeps uv's meaning (texel centres
+// at ((j + 0.5) / w_l, (i + 0.5) / h_l)).
+
+NL_HD int mip_level_size(int n, int level) {
+    const int s = n >> level;
+    return s < 1 ? 1 : s;
+}
+
+// Texels of levels 0 .. level - 1, i.e. where `level` starts in the packed pyramid.
+NL_HD int64_t mip_level_offset(int tex_h, int tex_w, int level) {
+    int64_t offset = 0;
+    for (int l = 0; l < level; ++l) offset += (int64_t)mip_level_size(tex_h, l) * mip_level_size(tex_w, l);
+    return offset;
+}
+
+// The level of detail from uv's screen derivatives da = (du/dx, du/dy, dv/dx, dv/dy): a pixel
+// step in x covers (du/dx Wt, dv/dx Ht) level-0 texels, one in y (du/dy Wt, dv/dy Ht); the lod
+// is log2 of the longer of the two (isotropic, as OpenGL), clamped to [0, max_level]. The
+// lookup blends level floor(lod) and the next with weight frac = lod - floor(lod).
+struct MipBlend {
+    int level[2];    // the two levels (equal when lod is max_level)
+    double frac;     // weight of level[1]
+    double dfrac[4]; // d frac / d da: zero where the lod is clamped
+};
+
+NL_HD MipBlend mip_blend(const double da[4], int tex_h, int tex_w, int max_level) {
+    const double ax = da[0] * tex_w, ay = da[2] * tex_h, bx = da[1] * tex_w, by = da[3] * tex_h;
+    const double ma = ax * ax + ay * ay, mb = bx * bx + by * by;
+    const bool along_x = ma >= mb;
+    const double m = along_x ? ma : mb;
+    MipBlend r;
+    for (int k = 0; k < 4; ++k) r.dfrac[k] = 0.0;
+    r.frac = 0.0;
+    if (!(m > 1.0) || max_level == 0) {  // footprint of at most one texel (or no NaN reaches log2)
+        r.level[0] = r.level[1] = 0;
+        return r;
+    }
+    const double lod = 0.5 * log2(m);
+    if (lod >= (double)max_level) {
+        r.level[0] = r.level[1] = max_level;
+        return r;
+    }
+    const int l0 = (int)floor(lod);
+    r.level[0] = l0;
+    r.level[1] = l0 + 1;
+    r.frac = lod - (double)l0;
+    // d lod / d m = 1 / (2 m ln 2); d m / d(ax, ay) = 2 (ax, ay); d ax / d da[0] = Wt, ...
+    const double s = 1.0 / (m * 0.69314718055994530942);
+    if (along_x) {
+        r.dfrac[0] = s * ax * tex_w;
+        r.dfrac[2] = s * ay * tex_h;
+    } else {
+        r.dfrac[1] = s * bx * tex_w;
+        r.dfrac[3] = s * by * tex_h;
+    }
+    return r;
+}
+
+// The eight taps of a trilinear lookup: the bilinear taps of both levels, indices into one
+// image's packed pyramid, with the weights and their derivatives in u, v and frac.
+struct TrilinearTaps {
+    int64_t index[8];
+    double w[8], dwdu[8], dwdv[8], dwdf[8];
+    MipBlend blend;
+};
+
+NL_HD TrilinearTaps trilinear_taps(double u, double v, const double da[4], int tex_h, int tex_w,
+                                   int max_level, int mode) {
+    TrilinearTaps t;
+    t.blend = mip_blend(da, tex_h, tex_w, max_level);
+    for (int side = 0; side < 2; ++side) {
+        const int level = t.blend.level[side];
+        const int h = mip_level_size(tex_h, level), w = mip_level_size(tex_w, level);
+        const int64_t offset = mip_level_offset(tex_h, tex_w, level);
+        const BilinearTaps b = bilinear_taps(u, v, h, w, mode);
+        double bw[4], bdu[4], bdv[4];
+        bilinear_weights(b, bw);
+        bilinear_weight_grads(b, h, w, bdu, bdv);
+        const double share = side == 0 ? 1.0 - t.blend.frac : t.blend.frac;
+        const double dshare = side == 0 ? -1.0 : 1.0;
+        for (int k = 0; k < 4; ++k) {
+            const int j = side * 4 + k;
+            t.index[j] = offset + b.index[k];
+            t.w[j] = share * bw[k];
+            t.dwdu[j] = share * bdu[k];
+            t.dwdv[j] = share * bdv[k];
+            t.dwdf[j] = dshare * bw[k];
+        }
+    }
+    return t;
+}
+
+// One pixel's trilinear value per channel; t: one image's packed pyramid (texels x C).
+template <typename T>
+NL_HD void trilinear_sample_pixel(const TrilinearTaps& taps, const T* t, int64_t C, T* out) {
+    for (int64_t c = 0; c < C; ++c) {
+        double v = 0;
+        for (int k = 0; k < 8; ++k) v += taps.w[k] * (double)t[taps.index[k] * C + c];
+        out[c] = (T)v;
+    }
+}
+
+// d out / d(u, v) and d out / d(uv_da) of one pixel, dotted with its output gradient g.
+template <typename T>
+NL_HD void trilinear_coordinate_grads(const TrilinearTaps& taps, const T* t, const T* g, int64_t C,
+                                      double g_uv[2], double g_da[4]) {
+    double gu = 0, gv = 0, gf = 0;
+    for (int64_t c = 0; c < C; ++c) {
+        for (int k = 0; k < 8; ++k) {
+            const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
+            gu += taps.dwdu[k] * gt;
+            gv += taps.dwdv[k] * gt;
+            gf += taps.dwdf[k] * gt;
+        }
+    }
+    g_uv[0] = gu;
+    g_uv[1] = gv;
+    for (int k = 0; k < 4; ++k) g_da[k] = gf * taps.blend.dfrac[k];
 }
 
 }  // namespace nl3dmm

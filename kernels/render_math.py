@@ -441,3 +441,80 @@ def is_silhouette_edge(px, py, qx, qy, own_x, own_y, has_other, other_x, other_y
     own = edge(px, py, qx, qy, own_x, own_y)
     other = edge(px, py, qx, qy, other_x, other_y)
     return (~has_other) | tl.where(own > 0.0, other >= 0.0, other <= 0.0)
+
+
+# ---- screen derivatives of the barycentrics (interpolate_derivatives) ----------------------
+
+@triton.jit
+def _inverse_w(w):
+    """1/w, or 0 for a vertex behind the eye (project_vertex's inv_w)."""
+    valid = w >= MIN_W
+    return tl.where(valid, 1.0 / tl.where(valid, w, 1.0), 0.0)
+
+
+@triton.jit
+def barycentric_derivatives(x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width):
+    """(db0/dx, db0/dy, db1/dx, db1/dy) per pixel step at screen point (px, py), float64
+    (barycentric_derivatives); zero for a triangle whose exact area (or sum of q) is 0."""
+    inv_w0 = _inverse_w(w0)
+    inv_w1 = _inverse_w(w1)
+    inv_w2 = _inverse_w(w2)
+    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
+    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
+    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
+    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
+    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
+    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
+    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
+    flat = area == 0.0
+    area = tl.where(flat, 1.0, area)
+    q0 = edge(sx1, sy1, sx2, sy2, px, py) / area * inv_w0
+    q1 = edge(sx2, sy2, sx0, sy0, px, py) / area * inv_w1
+    q2 = edge(sx0, sy0, sx1, sy1, px, py) / area * inv_w2
+    dqx0 = (sy1 - sy2) / area * inv_w0
+    dqy0 = (sx2 - sx1) / area * inv_w0
+    dqx1 = (sy2 - sy0) / area * inv_w1
+    dqy1 = (sx0 - sx2) / area * inv_w1
+    dqx2 = (sy0 - sy1) / area * inv_w2
+    dqy2 = (sx1 - sx0) / area * inv_w2
+    qsum = q0 + q1 + q2
+    none = flat | (qsum == 0.0)
+    qsum = tl.where(none, 1.0, qsum)
+    sum_x = dqx0 + dqx1 + dqx2
+    sum_y = dqy0 + dqy1 + dqy2
+    b0 = q0 / qsum
+    b1 = q1 / qsum
+    return (tl.where(none, 0.0, (dqx0 - b0 * sum_x) / qsum), tl.where(none, 0.0, (dqy0 - b0 * sum_y) / qsum),
+            tl.where(none, 0.0, (dqx1 - b1 * sum_x) / qsum), tl.where(none, 0.0, (dqy1 - b1 * sum_y) / qsum))
+
+
+# ---- trilinear (mip-mapped) lookup -----------------------------------------------------------
+
+@triton.jit
+def mip_blend(dudx, dudy, dvdx, dvdy, tex_h, tex_w, max_level):
+    """(level0, level1, frac, dfrac/d(du/dx, du/dy, dv/dx, dv/dy)) of float64 uv derivatives
+    (mip_blend): lod = log2 of the longer pixel footprint in level-0 texels, clamped to
+    [0, max_level]; level1 = level0 + 1 blended in with weight frac."""
+    ax = dudx * tex_w
+    ay = dvdx * tex_h
+    bx = dudy * tex_w
+    by = dvdy * tex_h
+    ma = ax * ax + ay * ay
+    mb = bx * bx + by * by
+    along_x = ma >= mb
+    m = tl.where(along_x, ma, mb)
+    small = (m <= 1.0) | (m != m) | (max_level == 0)
+    m = tl.where(small, 2.0, m)
+    lod = 0.5 * tl.log2(m)
+    top = lod >= max_level
+    first = tl.floor(lod).to(tl.int32)
+    level0 = tl.where(small, 0, tl.where(top, max_level, first))
+    level1 = tl.where(small, 0, tl.where(top, max_level, first + 1))
+    blended = ~(small | top)
+    frac = tl.where(blended, lod - first.to(tl.float64), 0.0)
+    # d lod / d m = 1 / (2 m ln 2); ln 2 computed in float64 (a literal may become float32).
+    s = 1.0 / (m * tl.log(tl.full(m.shape, 2.0, tl.float64)))
+    on_x = blended & along_x
+    on_y = blended & ~along_x
+    return (level0, level1, frac, tl.where(on_x, s * ax * tex_w, 0.0), tl.where(on_y, s * bx * tex_w, 0.0),
+            tl.where(on_x, s * ay * tex_h, 0.0), tl.where(on_y, s * by * tex_h, 0.0))

@@ -54,6 +54,10 @@ OUTPUTS = {
     "sample_texture_backward": {"grad_tex", "grad_uv"},
     "antialias_forward": {"out"},
     "antialias_backward": {"grad_color", "grad_pos"},
+    "interpolate_derivatives_forward": {"out"},
+    "interpolate_derivatives_backward": {"grad_attr"},
+    "sample_texture_mip_forward": {"out"},
+    "sample_texture_mip_backward": {"grad_tex", "grad_uv", "grad_uv_da"},
 }
 SCRATCH_BYTE = 0xA5  # fill of fresh scratch: the kernels must initialise what they use
 

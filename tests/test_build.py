@@ -56,5 +56,8 @@ def test_cuda_kernels_are_bound_when_compiled():
     if not compiled:
         pytest.skip("extension built without nvcc")
     names = {"rasterize_forward", "rasterize_backward", "interpolate_forward",
-             "interpolate_backward", "sample_texture_forward", "sample_texture_backward"}
+             "interpolate_backward", "sample_texture_forward", "sample_texture_backward",
+             "interpolate_derivatives_forward", "interpolate_derivatives_backward",
+             "sample_texture_mip_forward", "sample_texture_mip_backward", "antialias_forward",
+             "antialias_backward"}
     assert names <= set(dir(_C.cuda))

@@ -112,10 +112,10 @@ def gpu_block_sizes() -> Iterator[None]:
     an interpreted run launches (and records) exactly the GPU path's variants."""
     import torch
 
-    from nl3dmm.kernels import interpolate, rasterize, runtime, texture
+    from nl3dmm.kernels import derivatives, interpolate, rasterize, runtime, texture, texture_mip
 
     cuda = torch.device("cuda")
-    saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture)
+    saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture, derivatives, texture_mip)
              for name in ("pixel_block", "triangle_tile") if hasattr(m, name)]
     try:
         for module, name, _ in saved:
@@ -129,15 +129,16 @@ def gpu_block_sizes() -> Iterator[None]:
 
 def gpu_launch_variants() -> list[tuple]:
     """(kernel, args, meta) of each distinct launch (kernel, constexprs, dtype) of a forward
-    and backward through the three ops at the GPU block sizes: float32 and float64, both cull
-    settings, shared and batched attributes and textures, every boundary mode."""
+    and backward through the ops at the GPU block sizes: float32 and float64, both cull
+    settings, shared and batched attributes and textures, every boundary mode, bilinear and
+    mip-mapped (with uv's screen derivatives)."""
     import torch
 
     import nl3dmm
-    from nl3dmm.kernels import interpolate, rasterize, texture
+    from nl3dmm.kernels import derivatives, interpolate, rasterize, texture, texture_mip
 
     launches: dict[tuple, tuple] = {}
-    originals = {m: m.launch for m in (rasterize, interpolate, texture)}
+    originals = {m: m.launch for m in (rasterize, interpolate, texture, derivatives, texture_mip)}
 
     def record(real):
         def launch(kernel, grid, device, *args, **meta):
@@ -163,9 +164,15 @@ def gpu_launch_variants() -> list[tuple]:
                     uv = uv + nl3dmm.interpolate(torch.rand(2, 6, 2, dtype=dtype), rast, tri,
                                                  backend="triton")
                     loss = uv.sum()
+                    uv_attr = torch.rand(6, 2, dtype=dtype, requires_grad=True)
+                    uv_da = nl3dmm.interpolate_derivatives(uv_attr, rast, tri, pos.detach(), backend="triton")
+                    uv_da = uv_da + nl3dmm.interpolate_derivatives(torch.rand(2, 6, 2, dtype=dtype), rast, tri,
+                                                                   pos.detach(), backend="triton")
                     for boundary, tex_batch in (("clamp", 1), ("zero", 2), ("wrap", 1)):
                         tex = torch.rand(tex_batch, 3, 3, 2, dtype=dtype, requires_grad=True)
                         loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton").sum()
+                        loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton",
+                                                            uv_da=uv_da * 8).sum()
                     loss.backward()
     finally:
         for module, real in originals.items():

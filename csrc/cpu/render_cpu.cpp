@@ -1,5 +1,5 @@
-// OpenMP CPU kernels of the rendering layer: rasterize, interpolate, sample_texture and their
-// backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers in the
+// OpenMP CPU kernels of the rendering layer: rasterize, interpolate (and its screen derivatives),
+// sample_texture (bilinear and trilinear mip-mapped) and their backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers in the
 // argument structs of render_args.h; the Python layer (engine/render/backends) owns them and
 // has validated shapes and indices. The kernels still check every index they follow
 // (index_checks.h) and report a bad one through the status word instead of reading past a
@@ -415,6 +415,135 @@ void antialias_backward_t(const AntialiasArgs& args) {
                 if (!pair_vertex_gradient(a, b, row, col, (bool)down, vertex, grad)) continue;
                 for (int k = 0; k < 2; ++k)
                     for (int c = 0; c < 4; ++c) acc[vertex[k] * 4 + c] += grad[k][c];
+            }
+        }
+    });
+}
+
+// d attr / dx, d attr / dy per pixel (render_math.h: barycentric_derivatives); a gather.
+template <typename T>
+void interpolate_derivatives_forward_t(const InterpolateArgs& a) {
+    const T* attr = buffer<const T>(a.attr);
+    const T* rast = buffer<const T>(a.rast);
+    const T* pos = buffer<const T>(a.pos);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    T* out = buffer<T>(a.out);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W, n = a.B * pixels;
+    const int H = a.H, W = a.W;
+    const bool batched = a.attr_batched;
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < n; ++bp) {
+        T* o = out + bp * 2 * C;
+        const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
+        if (f < 0) {
+            for (int64_t c = 0; c < 2 * C; ++c) o[c] = T(0);
+            continue;
+        }
+        const int64_t b = bp / pixels, p = bp % pixels;
+        const int32_t* t = tri + f * 3;
+        const BarycentricDerivatives d =
+            triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
+        const T* attr_b = attr + (batched ? b * V * C : 0);
+        attribute_derivatives_pixel(d, attr_b + (int64_t)t[0] * C, attr_b + (int64_t)t[1] * C,
+                                    attr_b + (int64_t)t[2] * C, C, o);
+    }
+}
+
+// Gradient to attr only: the derivatives also depend on pos, which gets no gradient here.
+template <typename T>
+void interpolate_derivatives_backward_t(const InterpolateArgs& a) {
+    const T* rast = buffer<const T>(a.rast);
+    const T* pos = buffer<const T>(a.pos);
+    const int32_t* tri = buffer<const int32_t>(a.tri);
+    const T* grad_out = buffer<const T>(a.grad_out);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
+    const int H = a.H, W = a.W;
+    scatter_by_image(a.B, V * C, a.attr_batched, buffer<T>(a.grad_attr), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < pixels; ++p) {
+            const int64_t bp = b * pixels + p;
+            const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
+            if (f < 0) continue;
+            const int32_t* t = tri + f * 3;
+            const BarycentricDerivatives d =
+                triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
+            const T* g = grad_out + bp * 2 * C;
+            for (int64_t c = 0; c < C; ++c) {
+                double w[3];
+                attribute_derivative_weights(d, (double)g[2 * c], (double)g[2 * c + 1], w);
+                for (int k = 0; k < 3; ++k) acc[(int64_t)t[k] * C + c] += w[k];
+            }
+        }
+    });
+}
+
+template <typename T>
+TrilinearTaps pixel_trilinear_taps(const TextureArgs& a, const T* uv, const T* uv_da) {
+    const double da[4] = {(double)uv_da[0], (double)uv_da[1], (double)uv_da[2], (double)uv_da[3]};
+    return trilinear_taps(uv[0], uv[1], da, a.tex_h, a.tex_w, a.max_level, a.mode);
+}
+
+// Trilinear lookup in the packed pyramid (render_math.h: trilinear_taps).
+template <typename T>
+void sample_texture_mip_forward_t(const TextureArgs& a) {
+    const T* tex = buffer<const T>(a.tex);
+    const T* uv = buffer<const T>(a.uv);
+    const T* uv_da = buffer<const T>(a.uv_da);
+    T* out = buffer<T>(a.out);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t C = a.C, pixels = (int64_t)a.H * a.W;
+    const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
+        T* o = out + bp * C;
+        if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
+            report_status(status, kBadTexCoord);
+            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+            continue;
+        }
+        const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
+        trilinear_sample_pixel(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t, C, o);
+    }
+}
+
+template <typename T>
+void sample_texture_mip_backward_t(const TextureArgs& a) {
+    const T* tex = buffer<const T>(a.tex);
+    const T* uv = buffer<const T>(a.uv);
+    const T* uv_da = buffer<const T>(a.uv_da);
+    const T* grad_out = buffer<const T>(a.grad_out);
+    T* grad_uv = buffer<T>(a.grad_uv);
+    T* grad_uv_da = buffer<T>(a.grad_uv_da);
+    int32_t* status = buffer<int32_t>(a.launch.status);
+    const int64_t C = a.C, pixels = (int64_t)a.H * a.W;
+    const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
+        T* gu = grad_uv + bp * 2;
+        T* gda = grad_uv_da + bp * 4;
+        gu[0] = gu[1] = gda[0] = gda[1] = gda[2] = gda[3] = T(0);
+        if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
+            report_status(status, kBadTexCoord);
+            continue;
+        }
+        const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
+        double g_uv[2], g_da[4];
+        trilinear_coordinate_grads(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t,
+                                   grad_out + bp * C, C, g_uv, g_da);
+        for (int k = 0; k < 2; ++k) gu[k] = (T)g_uv[k];
+        for (int k = 0; k < 4; ++k) gda[k] = (T)g_da[k];
+    }
+    scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < pixels; ++p) {
+            const int64_t bp = b * pixels + p;
+            if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) continue;  // reported above
+            const TrilinearTaps taps = pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4);
+            const T* g = grad_out + bp * C;
+            for (int k = 0; k < 8; ++k) {
+                if (taps.w[k] == 0.0) continue;
+                double* acc_k = acc + taps.index[k] * C;
+                for (int64_t c = 0; c < C; ++c) acc_k[c] += taps.w[k] * (double)g[c];
             }
         }
     });

@@ -16,6 +16,10 @@ void sample_texture_forward(const TextureArgs& args);
 void sample_texture_backward(const TextureArgs& args);  // writes all of grad_tex, grad_uv
 void antialias_forward(const AntialiasArgs& args);
 void antialias_backward(const AntialiasArgs& args);  // writes all of grad_color, grad_pos
+void interpolate_derivatives_forward(const InterpolateArgs& args);   // args.pos, out (B, H, W, 2C)
+void interpolate_derivatives_backward(const InterpolateArgs& args);  // writes all of grad_attr only
+void sample_texture_mip_forward(const TextureArgs& args);   // tex: packed pyramid, uv_da, max_level
+void sample_texture_mip_backward(const TextureArgs& args);  // writes grad_tex, grad_uv, grad_uv_da
 
 }  // namespace cpu
 }  // namespace nl3dmm

@@ -282,6 +282,113 @@ __global__ void antialias_backward_kernel(AntialiasBuffers<T> a, SumPass pass, F
     }
 }
 
+template <typename T>
+__global__ void interpolate_derivatives_kernel(const T* __restrict__ attr, bool attr_batched,
+                                               const T* __restrict__ rast, const T* __restrict__ pos,
+                                               const int32_t* __restrict__ tri, int64_t B, int64_t V,
+                                               int64_t F, int64_t C, int H, int W,
+                                               T* __restrict__ out, int* status) {
+    const int64_t pixels = (int64_t)H * W;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * pixels) return;
+    T* o = out + i * 2 * C;
+    const int64_t f = pixel_triangle(rast + i * 4, tri, V, F, status);
+    if (f < 0) {
+        for (int64_t c = 0; c < 2 * C; ++c) o[c] = T(0);
+        return;
+    }
+    const int64_t b = i / pixels, p = i % pixels;
+    const int32_t* t = tri + f * 3;
+    const BarycentricDerivatives d =
+        triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
+    const T* a = attr + (attr_batched ? b * V * C : 0);
+    attribute_derivatives_pixel(d, a + (int64_t)t[0] * C, a + (int64_t)t[1] * C, a + (int64_t)t[2] * C, C, o);
+}
+
+// Gradient to attr only (pos gets none from the derivatives).
+template <typename T>
+__global__ void interpolate_derivatives_backward_kernel(const T* __restrict__ rast, const T* __restrict__ pos,
+                                                        const int32_t* __restrict__ tri,
+                                                        const T* __restrict__ grad_out, bool attr_batched,
+                                                        int64_t B, int64_t V, int64_t F, int64_t C, int H,
+                                                        int W, SumPass pass, FixedSums grad_attr, int* status) {
+    const int64_t pixels = (int64_t)H * W;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * pixels) return;
+    const int64_t f = pixel_triangle(rast + i * 4, tri, V, F, status);
+    if (f < 0) return;
+    const int64_t b = i / pixels, p = i % pixels;
+    const int32_t* t = tri + f * 3;
+    const BarycentricDerivatives d =
+        triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
+    const int64_t offset = attr_batched ? b * V * C : 0;
+    const T* g = grad_out + i * 2 * C;
+    for (int64_t c = 0; c < C; ++c) {
+        double w[3];
+        attribute_derivative_weights(d, (double)g[2 * c], (double)g[2 * c + 1], w);
+        for (int k = 0; k < 3; ++k) scatter_add(grad_attr, pass, offset + (int64_t)t[k] * C + c, w[k]);
+    }
+}
+
+template <typename T>
+__device__ TrilinearTaps pixel_trilinear_taps(const T* uv, const T* uv_da, int tex_h, int tex_w,
+                                              int max_level, int mode) {
+    const double da[4] = {(double)uv_da[0], (double)uv_da[1], (double)uv_da[2], (double)uv_da[3]};
+    return trilinear_taps(uv[0], uv[1], da, tex_h, tex_w, max_level, mode);
+}
+
+template <typename T>
+__global__ void texture_mip_kernel(const T* __restrict__ tex, bool tex_batched, const T* __restrict__ uv,
+                                   const T* __restrict__ uv_da, int64_t B, int tex_h, int tex_w,
+                                   int max_level, int64_t C, int64_t pixels, int mode,
+                                   T* __restrict__ out, int* status) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * pixels) return;
+    if (!finite_uv_and_derivatives(uv + i * 2, uv_da + i * 4)) {
+        report_status(status, kBadTexCoord);
+        for (int64_t c = 0; c < C; ++c) out[i * C + c] = T(0);
+        return;
+    }
+    const int64_t texels = mip_level_offset(tex_h, tex_w, max_level + 1);
+    const T* t = tex + (tex_batched ? (i / pixels) * texels * C : 0);
+    trilinear_sample_pixel(pixel_trilinear_taps(uv + i * 2, uv_da + i * 4, tex_h, tex_w, max_level, mode),
+                           t, C, out + i * C);
+}
+
+template <typename T>
+__global__ void texture_mip_backward_kernel(const T* __restrict__ tex, bool tex_batched,
+                                            const T* __restrict__ uv, const T* __restrict__ uv_da,
+                                            const T* __restrict__ grad_out, int64_t B, int tex_h,
+                                            int tex_w, int max_level, int64_t C, int64_t pixels, int mode,
+                                            SumPass pass, FixedSums grad_tex, T* __restrict__ grad_uv,
+                                            T* __restrict__ grad_uv_da, int* status) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * pixels) return;
+    const bool first_pass = pass == SumPass::kRange;  // grad_uv, grad_uv_da are gathers: written once
+    T* gu = grad_uv + i * 2;
+    T* gda = grad_uv_da + i * 4;
+    if (!finite_uv_and_derivatives(uv + i * 2, uv_da + i * 4)) {
+        report_status(status, kBadTexCoord);
+        if (first_pass) gu[0] = gu[1] = gda[0] = gda[1] = gda[2] = gda[3] = T(0);
+        return;
+    }
+    const int64_t offset = tex_batched ? (i / pixels) * mip_level_offset(tex_h, tex_w, max_level + 1) * C : 0;
+    const T* t = tex + offset;
+    const TrilinearTaps taps = pixel_trilinear_taps(uv + i * 2, uv_da + i * 4, tex_h, tex_w, max_level, mode);
+    const T* g = grad_out + i * C;
+    for (int k = 0; k < 8; ++k) {
+        if (taps.w[k] == 0.0) continue;
+        for (int64_t c = 0; c < C; ++c)
+            scatter_add(grad_tex, pass, offset + taps.index[k] * C + c, taps.w[k] * (double)g[c]);
+    }
+    if (first_pass) {
+        double g_uv[2], g_da[4];
+        trilinear_coordinate_grads(taps, t, g, C, g_uv, g_da);
+        for (int k = 0; k < 2; ++k) gu[k] = (T)g_uv[k];
+        for (int k = 0; k < 4; ++k) gda[k] = (T)g_da[k];
+    }
+}
+
 cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 template <typename T>
@@ -398,6 +505,56 @@ void antialias_backward_t(const AntialiasArgs& args) {
         check_launch("antialias_backward_kernel");
     }
     finish_sums(args.launch, sums, count, buffer<T>(args.grad_pos));
+}
+
+template <typename T>
+void interpolate_derivatives_forward_t(const InterpolateArgs& a) {
+    NL_LAUNCH(interpolate_derivatives_kernel<T>, blocks_for(a.B * (int64_t)a.H * a.W), kThreads,
+              as_stream(a.launch.stream), buffer<const T>(a.attr), a.attr_batched, buffer<const T>(a.rast),
+              buffer<const T>(a.pos), buffer<const int32_t>(a.tri), a.B, a.V, a.F, a.C, a.H, a.W,
+              buffer<T>(a.out), buffer<int>(a.launch.status));
+    check_launch("interpolate_derivatives_kernel");
+}
+
+template <typename T>
+void interpolate_derivatives_backward_t(const InterpolateArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    const int64_t count = (a.attr_batched ? a.B : 1) * a.V * a.C;
+    const FixedSums sums = start_sums(a.launch, count, 3 * pixels * (a.attr_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(interpolate_derivatives_backward_kernel<T>, blocks_for(a.B * pixels), kThreads,
+                  as_stream(a.launch.stream), buffer<const T>(a.rast), buffer<const T>(a.pos),
+                  buffer<const int32_t>(a.tri), buffer<const T>(a.grad_out), a.attr_batched, a.B, a.V, a.F,
+                  a.C, a.H, a.W, pass, sums, buffer<int>(a.launch.status));
+        check_launch("interpolate_derivatives_backward_kernel");
+    }
+    finish_sums(a.launch, sums, count, buffer<T>(a.grad_attr));
+}
+
+template <typename T>
+void sample_texture_mip_forward_t(const TextureArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    NL_LAUNCH(texture_mip_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+              buffer<const T>(a.tex), a.tex_batched, buffer<const T>(a.uv), buffer<const T>(a.uv_da), a.B,
+              a.tex_h, a.tex_w, a.max_level, a.C, pixels, a.mode, buffer<T>(a.out), buffer<int>(a.launch.status));
+    check_launch("texture_mip_kernel");
+}
+
+template <typename T>
+void sample_texture_mip_backward_t(const TextureArgs& a) {
+    const int64_t pixels = (int64_t)a.H * a.W;
+    const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
+    const int64_t count = (a.tex_batched ? a.B : 1) * texels * a.C;
+    // Up to 8 taps a pixel (4 per level), all on one texel at a 1 x 1 level.
+    const FixedSums sums = start_sums(a.launch, count, 8 * pixels * (a.tex_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(texture_mip_backward_kernel<T>, blocks_for(a.B * pixels), kThreads, as_stream(a.launch.stream),
+                  buffer<const T>(a.tex), a.tex_batched, buffer<const T>(a.uv), buffer<const T>(a.uv_da),
+                  buffer<const T>(a.grad_out), a.B, a.tex_h, a.tex_w, a.max_level, a.C, pixels, a.mode, pass,
+                  sums, buffer<T>(a.grad_uv), buffer<T>(a.grad_uv_da), buffer<int>(a.launch.status));
+        check_launch("texture_mip_backward_kernel");
+    }
+    finish_sums(a.launch, sums, count, buffer<T>(a.grad_tex));
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 //   rasterize_forward   B * H * W * kZbufBytesPerPixel bytes (render_args.h; depth|id keys);
 //   each backward       values * kSumBytesPerValue bytes, values = the element count of the
 //                       gradient it scatters into (grad_pos, grad_attr, grad_tex; antialias:
-//                       grad_pos).
+//                       grad_pos; sample_texture_mip_backward: the whole packed pyramid's gradient).
 // Every output element is written (gradients need no zero-fill), and backward results are
 // bit-identical whatever the thread schedule (fixed_point.h).
 #pragma once
@@ -28,6 +28,10 @@ void sample_texture_forward(const TextureArgs& args);
 void sample_texture_backward(const TextureArgs& args);
 void antialias_forward(const AntialiasArgs& args);
 void antialias_backward(const AntialiasArgs& args);
+void interpolate_derivatives_forward(const InterpolateArgs& args);
+void interpolate_derivatives_backward(const InterpolateArgs& args);  // grad_attr only
+void sample_texture_mip_forward(const TextureArgs& args);
+void sample_texture_mip_backward(const TextureArgs& args);
 
 }  // namespace cuda
 }  // namespace nl3dmm

@@ -197,7 +197,7 @@ def check_rast_values(rast: torch.Tensor, num_triangles: int, validate: str = "f
 
 
 def check_attr(attr: object, batch: int, dtype: torch.dtype, device: torch.device,
-               validate: str = "full") -> tuple[torch.Tensor, bool]:
+               validate: str = "full", op: str = "interpolate") -> tuple[torch.Tensor, bool]:
     """Returns (attr, batched): attr is (B, V, C) per image or (V, C) / (1, V, C) shared."""
     attr = require_tensor("attr", attr)
     if attr.device != device:
@@ -213,7 +213,7 @@ def check_attr(attr: object, batch: int, dtype: torch.dtype, device: torch.devic
         raise ValueError(f"attr is empty, got shape {tuple(attr.shape)}")
     if attr.dtype != dtype:
         raise TypeError(f"attr is {attr.dtype} but rast is {dtype}; use one dtype")
-    require_finite("attr", attr.detach(), validate, "interpolate")
+    require_finite("attr", attr.detach(), validate, op)
     return attr, attr.shape[0] == batch and batch > 1
 
 
@@ -307,3 +307,46 @@ def check_topology(topology: object, num_triangles: int, num_vertices: int, devi
     result = topology.to(torch.int32).contiguous()
     VALIDATED.add(topology, key, result)
     return result
+
+
+def check_derivative_pos(pos: object, rast: torch.Tensor, num_vertices: int,
+                         validate: str = "full") -> torch.Tensor:
+    """The clip positions interpolate_derivatives recomputes the barycentrics' derivatives
+    from: the (B, V, 4) pos given to rasterize, in rast's dtype and on its device."""
+    pos = require_tensor("pos", pos)
+    if pos.device != rast.device:
+        raise ValueError(f"pos is on {pos.device} but rast is on {rast.device}")
+    require_float("pos", pos)
+    if pos.dim() != 3 or pos.shape[-1] != 4:
+        raise ValueError(f"pos must have shape (B, V, 4) (clip-space x, y, z, w), got {tuple(pos.shape)}")
+    if pos.shape[0] != rast.shape[0]:
+        raise ValueError(f"pos has batch {pos.shape[0]} but rast has batch {rast.shape[0]}")
+    if pos.shape[1] != num_vertices:
+        raise ValueError(f"pos has {pos.shape[1]} vertices but attr has {num_vertices}")
+    if pos.dtype != rast.dtype:
+        raise TypeError(f"pos is {pos.dtype} but rast is {rast.dtype}; use one dtype")
+    require_finite("pos", pos.detach(), validate, "interpolate_derivatives")
+    return pos
+
+
+def check_uv_da(uv_da: object, uv: torch.Tensor, validate: str = "full") -> torch.Tensor:
+    """uv's screen derivatives (B, H, W, 4) = (du/dx, du/dy, dv/dx, dv/dy), as returned by
+    interpolate_derivatives for a 2-channel uv attribute."""
+    uv_da = require_tensor("uv_da", uv_da)
+    if uv_da.device != uv.device:
+        raise ValueError(f"uv_da is on {uv_da.device} but uv is on {uv.device}")
+    require_float("uv_da", uv_da)
+    if tuple(uv_da.shape) != (*uv.shape[:3], 4):
+        raise ValueError(f"uv_da must have shape {(*uv.shape[:3], 4)} (du/dx, du/dy, dv/dx, dv/dy per "
+                         f"pixel of uv), got {tuple(uv_da.shape)}")
+    if uv_da.dtype != uv.dtype:
+        raise TypeError(f"uv_da is {uv_da.dtype} but uv is {uv.dtype}; use one dtype")
+    require_finite("uv_da", uv_da.detach(), validate, "sample_texture")
+    return uv_da
+
+
+def check_max_mip_level(max_mip_level: object) -> int:
+    if isinstance(max_mip_level, bool) or not isinstance(max_mip_level, int) or max_mip_level < 0:
+        raise ValueError(f"max_mip_level must be an int >= 0 or None, got {max_mip_level!r}")
+    return max_mip_level
+

@@ -1,5 +1,8 @@
 """The differentiable rendering ops: rasterize -> interpolate -> sample_texture, and antialias.
 
+For textures much larger than their screen footprint, interpolate_derivatives gives uv's
+screen derivatives and sample_texture(..., uv_da=...) samples a mip pyramid trilinearly.
+
 Like nvdiffrast, three small orthogonal ops with their own backward passes, composed by the
 caller. Each validates its inputs, picks a backend (engine/render/backends) and wraps the
 backend's kernels in a torch.autograd.Function. `backend="reference"` runs the pure-torch
@@ -55,7 +58,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import checks, limits, pending, reference, topology as edge_topology
+from . import checks, limits, mipmap, pending, reference, topology as edge_topology
 from .backends import Backend, get_backend, resolve_backend_name
 
 
@@ -148,6 +151,52 @@ class _Antialias(torch.autograd.Function):
                 grad_pos if ctx.needs_input_grad[2] else None, None, None, None)
 
 
+class _InterpolateDerivatives(torch.autograd.Function):
+    """Gradient to attr only: the derivatives depend on pos too, which gets none (documented)."""
+
+    @staticmethod
+    def forward(ctx, attr, attr_batched, rast, tri, pos, backend: Backend):
+        out = backend.interpolate_derivatives(attr, attr_batched, rast, tri, pos)
+        ctx.backend, ctx.attr_batched = backend, attr_batched
+        ctx.save_for_backward(attr, rast, tri, pos)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        attr, rast, tri, pos = ctx.saved_tensors
+        grad_attr = None
+        if ctx.needs_input_grad[0]:
+            grad_attr = ctx.backend.interpolate_derivatives_backward(
+                attr, ctx.attr_batched, rast, tri, pos, grad_out.contiguous())
+        return grad_attr, None, None, None, None, None
+
+
+class _SampleTextureMip(torch.autograd.Function):
+    """Trilinear lookup in the packed pyramid (all levels of an image back to back, level 0
+    first); autograd carries the packed gradient back to the levels and to the texture."""
+
+    @staticmethod
+    def forward(ctx, packed, tex_batched, uv, uv_da, boundary, tex_h, tex_w, max_level, backend: Backend):
+        shape = (tex_h, tex_w, max_level)
+        out = backend.sample_texture_mip(packed, tex_batched, uv, uv_da, boundary, shape)
+        ctx.backend, ctx.tex_batched, ctx.boundary, ctx.shape = backend, tex_batched, boundary, shape
+        ctx.save_for_backward(packed, uv, uv_da)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        packed, uv, uv_da = ctx.saved_tensors
+        if not any(ctx.needs_input_grad[i] for i in (0, 2, 3)):
+            return (None,) * 9
+        grad_packed, grad_uv, grad_uv_da = ctx.backend.sample_texture_mip_backward(
+            packed, ctx.tex_batched, uv, uv_da, ctx.boundary, ctx.shape, grad_out.contiguous())
+        return (grad_packed if ctx.needs_input_grad[0] else None, None,
+                grad_uv if ctx.needs_input_grad[2] else None,
+                grad_uv_da if ctx.needs_input_grad[3] else None, None, None, None, None, None)
+
+
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
               cull_backfaces: bool = False, backend: Optional[str] = None,
               validate: Optional[str] = None) -> torch.Tensor:
@@ -207,8 +256,44 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
     return _Interpolate.apply(attr.contiguous(), batched, rast.contiguous(), tri, get_backend(name))
 
 
+def interpolate_derivatives(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
+                            pos: torch.Tensor, backend: Optional[str] = None,
+                            validate: Optional[str] = None) -> torch.Tensor:
+    """Screen-space derivatives of interpolated attributes (nvdiffrast's `diff_attrs`).
+
+    The perspective-correct barycentrics' derivatives at each pixel centre are recomputed
+    from the clip positions (nvdiffrast's rast_db), then mixed like the attributes.
+
+    Args:
+        attr, rast, tri, backend, validate: as for `interpolate`.
+        pos: (B, V, 4) the clip positions given to `rasterize` for this rast.
+
+    Returns:
+        (B, H, W, 2C): (d attr_0/dx, d attr_0/dy, d attr_1/dx, d attr_1/dy, ...) per pixel step
+        (x: one column right, y: one row down); for uv (C = 2) that is the uv_da
+        `sample_texture` takes. Zero on empty pixels. Differentiable in attr only: pos gets no
+        gradient from this op (its gradient through the pixel footprint is not implemented
+        in any backend, the reference included).
+    """
+    name, mode = _prepare("rast", rast, backend, validate)
+    op = "interpolate_derivatives"
+    rast = checks.check_rast(rast)
+    attr, batched = checks.check_attr(attr, rast.shape[0], rast.dtype, rast.device, mode, op)
+    pos = checks.check_derivative_pos(pos, rast, attr.shape[1], mode)
+    tri = checks.check_tri(tri, attr.shape[1], rast.device, mode, op)
+    checks.check_rast_values(rast, tri.shape[0], mode, op)
+    if mode == "deferred":
+        pending.end(rast.device)
+    if name == "reference":
+        return reference.interpolate_derivatives(attr, rast, tri, pos)
+    return _InterpolateDerivatives.apply(attr.contiguous(), batched, rast.contiguous(), tri,
+                                         pos.detach().contiguous(), get_backend(name))
+
+
 def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
-                   backend: Optional[str] = None, validate: Optional[str] = None) -> torch.Tensor:
+                   backend: Optional[str] = None, validate: Optional[str] = None, *,
+                   uv_da: Optional[torch.Tensor] = None, mip: Optional[list[torch.Tensor]] = None,
+                   max_mip_level: Optional[int] = None) -> torch.Tensor:
     """Bilinear texture lookup.
 
     Args:
@@ -216,19 +301,41 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp",
         uv: (B, H, W, 2) texture coordinates: u along columns, v along rows, texel (i, j)
             centred at ((j + 0.5) / Wt, (i + 0.5) / Ht); row 0 of tex is at v = 0.
         boundary: outside [0, 1]: "clamp" repeats the edge texels, "zero" fades to 0 over
-            the last half texel, "wrap" tiles the texture.
+            the last half texel, "wrap" tiles the texture (at every mip level alike).
         backend, validate: as for `rasterize`.
+        uv_da: (B, H, W, 4) uv's screen derivatives (du/dx, du/dy, dv/dx, dv/dy), from
+            `interpolate_derivatives`. Given, the lookup is trilinear in tex's mip pyramid
+            (engine/render/mipmap.py): lod = log2 of the longer pixel footprint in level-0
+            texels, clamped to [0, L]; the bilinear samples of levels floor(lod) and the next
+            are blended by its fraction. A footprint of at most one texel is plain bilinear.
+        mip: levels 1..L from `mip_levels(tex)`, built once and reused; None builds them here.
+        max_mip_level: the coarsest level L used when building (default: down to 1 x 1).
 
     Returns:
         (B, H, W, C). Differentiable in tex and uv (uv's gradient is that of the bilinear
-        surface, which has kinks on texel centre lines).
+        surface, which has kinks on texel centre lines); with uv_da also in uv_da (through the
+        blend weight; zero where the lod is clamped) and, through the pyramid, in tex or mip.
     """
     name, mode = _prepare("uv", uv, backend, validate)
     uv = checks.check_uv(uv, mode)
     tex, batched = checks.check_texture(tex, uv.shape[0], uv.dtype, uv.device, mode)
     boundary = checks.check_boundary(boundary)
+    if uv_da is None:
+        if mip is not None or max_mip_level is not None:
+            raise ValueError("mip and max_mip_level need uv_da (the level of detail comes from "
+                             "uv's screen derivatives, see interpolate_derivatives)")
+    else:
+        uv_da = checks.check_uv_da(uv_da, uv, mode)
+        if mip is not None and max_mip_level is not None:
+            raise ValueError("give mip or max_mip_level, not both (mip already fixes the levels)")
+        if mip is None:
+            mip = mipmap.mip_levels(tex, max_mip_level)
+        else:
+            mip = mipmap.check_levels(mip, tex, mode)
     if mode == "deferred":
         pending.end(uv.device)
+    if uv_da is not None:
+        return _sample_texture_mip(tex, mip, batched, uv, uv_da, boundary, name)
     if name == "reference":
         return reference.sample_texture(tex, uv, boundary)
     return _SampleTexture.apply(tex.contiguous(), batched, uv.contiguous(), boundary,
@@ -307,3 +414,13 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         return reference.antialias(color, rast, pos, tri, topology)
     return _Antialias.apply(color.contiguous(), rast.contiguous(), pos.contiguous(), tri, topology,
                             get_backend(name))
+
+
+def _sample_texture_mip(tex: torch.Tensor, mip: list[torch.Tensor], batched: bool, uv: torch.Tensor,
+                        uv_da: torch.Tensor, boundary: str, name: str) -> torch.Tensor:
+    if name == "reference":
+        return reference.sample_texture_mip([tex, *mip], uv, uv_da, boundary)
+    Bt, Ht, Wt, C = tex.shape
+    packed = torch.cat([level.reshape(Bt, -1, C) for level in (tex, *mip)], 1)
+    return _SampleTextureMip.apply(packed, batched, uv.contiguous(), uv_da.contiguous(), boundary,
+                                   Ht, Wt, len(mip), get_backend(name))

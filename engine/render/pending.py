@@ -43,6 +43,12 @@ SLOTS = {
     ("antialias", "tri"): "has a vertex index outside 0..V-1",
     ("antialias", "rast"): "holds NaN/Inf or ids that are not 0..F (was it made by rasterize with this tri?)",
     ("antialias", "topology"): "holds an index outside -1..V-1",
+    ("sample_texture", "uv_da"): "contains NaN or Inf",
+    ("sample_texture", "mip"): "contains NaN or Inf",
+    ("interpolate_derivatives", "attr"): "contains NaN or Inf",
+    ("interpolate_derivatives", "tri"): "has a vertex index outside 0..V-1",
+    ("interpolate_derivatives", "rast"): "holds NaN/Inf or ids that are not 0..F (was it made by rasterize with this tri?)",
+    ("interpolate_derivatives", "pos"): "contains NaN or Inf",
     # The C++/CUDA kernels' own index checks (csrc/index_checks.h), for when validation was bypassed.
     ("kernel", "indices"): "met a vertex index, raster id or uv it could not use (the element was skipped)",
 }

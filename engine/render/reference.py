@@ -298,3 +298,86 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         target, source = b * H * W + target, b * H * W + source
         out = out.index_add(0, target, weight.unsqueeze(1) * (flat[source] - flat[target]))
     return out.reshape(B, H, W, C).to(color.dtype)
+
+
+def interpolate_derivatives(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
+                            pos: torch.Tensor) -> torch.Tensor:
+    """Screen-space derivatives of the interpolated attributes, (B, H, W, 2C) laid out as
+    (d a_0/dx, d a_0/dy, d a_1/dx, ...), per pixel step (x: a column right, y: a row down).
+    The barycentrics' derivatives come from the clip positions pos (B, V, 4) given to
+    rasterize, as csrc/render_math.h's barycentric_derivatives; pos gets no gradient here (as
+    in the kernels), attr does."""
+    B, H, W, _ = rast.shape
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0)
+    attr = attr.expand(B, -1, -1)
+    C = attr.shape[2]
+    ids = rast[..., 3].detach().round().long() - 1
+    hit = ids >= 0
+    corners = tri.long()[ids.clamp(min=0)]  # (B, H, W, 3)
+    batch = torch.arange(B, device=rast.device).view(B, 1, 1, 1)
+    v = pos.detach().double()[batch, corners]  # (B, H, W, 3, 4)
+    dummy = torch.tensor([[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [-1.0, 1.0, 0.0, 1.0]],
+                         dtype=torch.float64, device=rast.device)
+    v = torch.where(hit[..., None, None], v, dummy)
+    valid = v[..., 3] >= MIN_W
+    inv_w = torch.where(valid, 1.0 / torch.where(valid, v[..., 3], torch.ones_like(v[..., 3])),
+                        torch.zeros_like(v[..., 3]))
+    sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
+    sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
+    px = torch.arange(W, device=rast.device, dtype=torch.float64).view(1, 1, W) + 0.5
+    py = torch.arange(H, device=rast.device, dtype=torch.float64).view(1, H, 1) + 0.5
+    area = _edge(sx[..., 0], sy[..., 0], sx[..., 1], sy[..., 1], sx[..., 2], sy[..., 2])
+    safe_area = torch.where(area == 0, torch.ones_like(area), area)
+    q, dqx, dqy = [], [], []
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        lk = _edge(sx[..., i], sy[..., i], sx[..., j], sy[..., j], px, py) / safe_area
+        q.append(lk * inv_w[..., k])
+        dqx.append((sy[..., i] - sy[..., j]) / safe_area * inv_w[..., k])
+        dqy.append((sx[..., j] - sx[..., i]) / safe_area * inv_w[..., k])
+    qsum = q[0] + q[1] + q[2]
+    safe_qsum = torch.where(qsum == 0, torch.ones_like(qsum), qsum)
+    sum_x, sum_y = dqx[0] + dqx[1] + dqx[2], dqy[0] + dqy[1] + dqy[2]
+    db = [[(dq[k] - q[k] / safe_qsum * s) / safe_qsum for dq, s in ((dqx, sum_x), (dqy, sum_y))]
+          for k in range(2)]
+    usable = (hit & (area != 0) & (qsum != 0)).unsqueeze(-1)
+    a = attr.double()[batch, corners]  # (B, H, W, 3, C)
+    e0, e1 = a[..., 0, :] - a[..., 2, :], a[..., 1, :] - a[..., 2, :]
+    ddx = db[0][0].unsqueeze(-1) * e0 + db[1][0].unsqueeze(-1) * e1
+    ddy = db[0][1].unsqueeze(-1) * e0 + db[1][1].unsqueeze(-1) * e1
+    out = torch.stack([ddx, ddy], -1).reshape(B, H, W, 2 * C)
+    return torch.where(usable, out, torch.zeros_like(out)).to(rast.dtype)
+
+
+def mip_blend(uv_da: torch.Tensor, tex_h: int, tex_w: int, max_level: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first level (long), weight of the next level) per pixel, from uv's screen derivatives
+    (B, H, W, 4) = (du/dx, du/dy, dv/dx, dv/dy), as csrc/render_math.h's mip_blend: lod =
+    log2 of the longer pixel footprint in level-0 texels, clamped to [0, max_level]."""
+    da = uv_da.double()
+    ax, ay = da[..., 0] * tex_w, da[..., 2] * tex_h
+    bx, by = da[..., 1] * tex_w, da[..., 3] * tex_h
+    ma, mb = ax * ax + ay * ay, bx * bx + by * by
+    m = torch.where(ma >= mb, ma, mb)
+    if max_level == 0:
+        lod = torch.zeros_like(m)
+    else:
+        lod = (0.5 * torch.log2(m.clamp(min=1.0))).clamp(max=float(max_level))
+    first = torch.floor(lod.detach()).long()
+    frac = torch.where(first >= max_level, torch.zeros_like(lod), lod - first)
+    return first, frac
+
+
+def sample_texture_mip(levels: list[torch.Tensor], uv: torch.Tensor, uv_da: torch.Tensor,
+                       boundary: str = "clamp") -> torch.Tensor:
+    """Trilinear lookup: the bilinear samples (sample_texture) of levels floor(lod) and the
+    next, blended by lod's fraction. levels: [tex, level 1, ..., level L] (mipmap.mip_levels)."""
+    max_level = len(levels) - 1
+    first, frac = mip_blend(uv_da, levels[0].shape[1], levels[0].shape[2], max_level)
+    out = 0
+    for level, texels in enumerate(levels):
+        weight = (torch.where(first == level, 1.0 - frac, torch.zeros_like(frac))
+                  + torch.where(first + 1 == level, frac, torch.zeros_like(frac)))
+        out = out + weight.unsqueeze(-1) * sample_texture(texels.double(), uv, boundary)
+    return out.to(levels[0].dtype)

@@ -122,6 +122,10 @@ int main(int argc, char** argv) {
     else if (op == "sample_texture_backward") call(&cu::sample_texture_backward, file, dir);
     else if (op == "antialias_forward") call(&cu::antialias_forward, file, dir);
     else if (op == "antialias_backward") call(&cu::antialias_backward, file, dir);
+    else if (op == "interpolate_derivatives_forward") call(&cu::interpolate_derivatives_forward, file, dir);
+    else if (op == "interpolate_derivatives_backward") call(&cu::interpolate_derivatives_backward, file, dir);
+    else if (op == "sample_texture_mip_forward") call(&cu::sample_texture_mip_forward, file, dir);
+    else if (op == "sample_texture_mip_backward") call(&cu::sample_texture_mip_backward, file, dir);
     else fail("unknown entry point '" + op + "'");
     return 0;
 }

@@ -59,6 +59,35 @@ class Backend:
         """(grad_color, grad_pos); grad_pos's z column is zero."""
         raise NotImplementedError
 
+    # The mip-mapping ops. A backend without kernels for them says so by name (the others
+    # above are required of every backend).
+    def interpolate_derivatives(self, attr: torch.Tensor, attr_batched: bool, rast: torch.Tensor,
+                                tri: torch.Tensor, pos: torch.Tensor,
+                                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        raise self._missing("interpolate_derivatives")
+
+    def interpolate_derivatives_backward(self, attr: torch.Tensor, attr_batched: bool,
+                                         rast: torch.Tensor, tri: torch.Tensor, pos: torch.Tensor,
+                                         grad_out: torch.Tensor) -> torch.Tensor:
+        raise self._missing("interpolate_derivatives")
+
+    def sample_texture_mip(self, packed: torch.Tensor, tex_batched: bool, uv: torch.Tensor,
+                           uv_da: torch.Tensor, boundary: str, shape: tuple[int, int, int],
+                           out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """packed: (Bt, texels, C), every level of an image back to back (level 0 first);
+        shape: (tex_h, tex_w, max_level) of level 0 and the coarsest level."""
+        raise self._missing("sample_texture with uv_da (mip-mapped)")
+
+    def sample_texture_mip_backward(self, packed: torch.Tensor, tex_batched: bool, uv: torch.Tensor,
+                                    uv_da: torch.Tensor, boundary: str, shape: tuple[int, int, int],
+                                    grad_out: torch.Tensor
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise self._missing("sample_texture with uv_da (mip-mapped)")
+
+    def _missing(self, op: str) -> NotImplementedError:
+        return NotImplementedError(f"backend '{self.name}' has no {op} kernel yet; "
+                                   "use backend='cpu', 'cuda' or 'reference'")
+
 
 def empty_or(out: Optional[torch.Tensor], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """A fresh output buffer, or the caller's after checking it fits."""
@@ -210,6 +239,51 @@ class ExtensionBackend(Backend):
                      C=C, H=H, W=W, grad_out=grad_out, grad_color=grad_color, grad_pos=grad_pos)
         return grad_color, grad_pos
 
+    def interpolate_derivatives(self, attr, attr_batched, rast, tri, pos, out=None):
+        self._require(attr=attr, rast=rast, tri=tri, pos=pos)
+        B, H, W, _ = rast.shape
+        _, V, C = attr.shape
+        result = empty_or(out, (B, H, W, 2 * C), rast)
+        self._launch("interpolate_derivatives_forward", rast, f64=_is_f64(rast), attr=attr,
+                     attr_batched=attr_batched, rast=rast, tri=tri, pos=pos, B=B, V=V, F=tri.shape[0],
+                     C=C, H=H, W=W, out=result)
+        return result
+
+    def interpolate_derivatives_backward(self, attr, attr_batched, rast, tri, pos, grad_out):
+        self._require(attr=attr, rast=rast, tri=tri, pos=pos, grad_out=grad_out)
+        B, H, W, _ = rast.shape
+        _, V, C = attr.shape
+        grad_attr = self._output(tuple(attr.shape), attr)
+        self._launch("interpolate_derivatives_backward", rast, sums=grad_attr.numel(),
+                     f64=_is_f64(rast), attr_batched=attr_batched, rast=rast, tri=tri, pos=pos, B=B,
+                     V=V, F=tri.shape[0], C=C, H=H, W=W, grad_out=grad_out, grad_attr=grad_attr)
+        return grad_attr
+
+    def sample_texture_mip(self, packed, tex_batched, uv, uv_da, boundary, shape, out=None):
+        self._require(tex=packed, uv=uv, uv_da=uv_da)
+        B, H, W, _ = uv.shape
+        tex_h, tex_w, max_level = shape
+        result = empty_or(out, (B, H, W, packed.shape[2]), uv)
+        self._launch("sample_texture_mip_forward", uv, f64=_is_f64(uv), tex=packed,
+                     tex_batched=tex_batched, uv=uv, uv_da=uv_da, B=B, tex_h=tex_h, tex_w=tex_w,
+                     max_level=max_level, C=packed.shape[2], H=H, W=W, mode=BOUNDARY_CODES[boundary],
+                     out=result)
+        return result
+
+    def sample_texture_mip_backward(self, packed, tex_batched, uv, uv_da, boundary, shape, grad_out):
+        self._require(tex=packed, uv=uv, uv_da=uv_da, grad_out=grad_out)
+        B, H, W, _ = uv.shape
+        tex_h, tex_w, max_level = shape
+        grad_packed = self._output(tuple(packed.shape), packed)
+        grad_uv = self._output(tuple(uv.shape), uv)
+        grad_uv_da = self._output(tuple(uv_da.shape), uv_da)
+        self._launch("sample_texture_mip_backward", uv, sums=grad_packed.numel(), f64=_is_f64(uv),
+                     tex=packed, tex_batched=tex_batched, uv=uv, uv_da=uv_da, B=B, tex_h=tex_h,
+                     tex_w=tex_w, max_level=max_level, C=packed.shape[2], H=H, W=W,
+                     mode=BOUNDARY_CODES[boundary], grad_out=grad_out, grad_tex=grad_packed,
+                     grad_uv=grad_uv, grad_uv_da=grad_uv_da)
+        return grad_packed, grad_uv, grad_uv_da
+
 
 def _is_f64(t: torch.Tensor) -> bool:
     return t.dtype == torch.float64
@@ -225,7 +299,7 @@ def describe_status(bits: int, op: str) -> str:
     ext = _extension()
     known = ((ext.STATUS_BAD_VERTEX_INDEX, "tri holds a vertex index outside 0..V-1"),
              (ext.STATUS_BAD_TRIANGLE_ID, "rast[..., 3] holds a value that is not a triangle id 0..F (0 = empty)"),
-             (ext.STATUS_BAD_TEX_COORD, "uv holds NaN or Inf"),
+             (ext.STATUS_BAD_TEX_COORD, "uv (or uv_da) holds NaN or Inf"),
              (ext.STATUS_BAD_NEIGHBOUR, "topology holds a vertex index outside -1..V-1"))
     problems = [text for bit, text in known if bits & bit] or [f"status bits {bits:#x}"]
     return (f"{op}: {'; '.join(problems)}. The inputs passed validation earlier, so they were "

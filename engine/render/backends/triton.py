@@ -24,9 +24,11 @@ from .base import Backend, empty_or
 
 try:
     from nl3dmm.kernels import antialias as _antialias
+    from nl3dmm.kernels import derivatives as _derivatives
     from nl3dmm.kernels import interpolate as _interpolate
     from nl3dmm.kernels import rasterize as _rasterize
     from nl3dmm.kernels import texture as _texture
+    from nl3dmm.kernels import texture_mip as _texture_mip
     _IMPORT_ERROR: Optional[str] = None
 except ImportError as exc:  # triton is an optional dependency: pip install 'nl3dmm[triton]'
     _IMPORT_ERROR = f"Triton is not importable ({exc}); install it with `pip install triton`"
@@ -89,3 +91,26 @@ class TritonBackend(Backend):
         self._require(color=color, rast=rast, pos=pos, tri=tri, topology=topology, grad_out=grad_out)
         return _antialias.antialias_backward(color, rast, pos, tri.int().contiguous(),
                                              topology.int().contiguous(), grad_out)
+
+    def interpolate_derivatives(self, attr, attr_batched, rast, tri, pos, out=None):
+        self._require(attr=attr, rast=rast, tri=tri, pos=pos)
+        B, H, W, _ = rast.shape
+        result = empty_or(out, (B, H, W, 2 * attr.shape[2]), rast)
+        return _derivatives.interpolate_derivatives(attr, attr_batched, rast, tri.int().contiguous(), pos,
+                                                    result)
+
+    def interpolate_derivatives_backward(self, attr, attr_batched, rast, tri, pos, grad_out):
+        self._require(attr=attr, rast=rast, tri=tri, pos=pos, grad_out=grad_out)
+        return _derivatives.interpolate_derivatives_backward(attr, attr_batched, rast,
+                                                             tri.int().contiguous(), pos, grad_out)
+
+    def sample_texture_mip(self, packed, tex_batched, uv, uv_da, boundary, shape, out=None):
+        self._require(tex=packed, uv=uv, uv_da=uv_da)
+        B, H, W, _ = uv.shape
+        result = empty_or(out, (B, H, W, packed.shape[2]), uv)
+        return _texture_mip.sample_texture_mip(packed, tex_batched, uv, uv_da, boundary, shape, result)
+
+    def sample_texture_mip_backward(self, packed, tex_batched, uv, uv_da, boundary, shape, grad_out):
+        self._require(tex=packed, uv=uv, uv_da=uv_da, grad_out=grad_out)
+        return _texture_mip.sample_texture_mip_backward(packed, tex_batched, uv, uv_da, boundary, shape,
+                                                        grad_out)
