@@ -6,14 +6,13 @@ import torch
 
 import nl3dmm
 
-from peer_scene import Peer
+from peer_scene import TorchPeer
 
 
-class Ours(Peer):
+class Ours(TorchPeer):
     name = "ours"
     title = "nl3dmm cpu"
     install = "pip install -e . (this repository)"
-    backward = True
     backend = "cpu"
 
     def _raster(self, pos: torch.Tensor) -> torch.Tensor:
@@ -32,16 +31,6 @@ class Ours(Peer):
 
     def triangle_ids(self, out: torch.Tensor) -> torch.Tensor:
         return out[..., 3].long() - 1
-
-    def textured(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._image(self.scene.pos, self.scene.tex)
-
-    def forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = self.scene.pos.clone().requires_grad_(True)
-        tex = self.scene.tex.clone().requires_grad_(True)
-        self._image(pos, tex).backward(self.scene.grad_image)
-        return pos.grad, tex.grad
 
 
 class Reference(Ours):

@@ -16,17 +16,16 @@ from typing import Optional
 
 import torch
 
-from peer_scene import Peer, PeerScene, sample_bilinear
+from peer_scene import PeerScene, TorchPeer, sample_bilinear
 
 DEPTH_SHIFT = 2.0  # our depth in [-1, 1] -> PyTorch3D's z in [1, 3]
 
 
-class PyTorch3D(Peer):
+class PyTorch3D(TorchPeer):
     name = "pytorch3d"
     title = "PyTorch3D CPU (built from source)"
     install = ("a source build (bench/peers/README.md): pip install iopath && pip install "
                "--no-build-isolation 'git+https://github.com/facebookresearch/pytorch3d.git@stable'")
-    backward = True
 
     @classmethod
     def missing(cls) -> Optional[str]:
@@ -44,7 +43,7 @@ class PyTorch3D(Peer):
         self._rasterize_meshes, self._interpolate = rasterize_meshes, interpolate_face_attributes
         self._meshes = Meshes
         tri = scene.tri.long()
-        self.faces = tri.expand(scene.batch, -1, -1)
+        self.faces = tri.expand(scene.batch, -1, -1).contiguous()
         self.corner_uv = scene.uv[tri].repeat(scene.batch, 1, 1)  # (B * F, 3, 2), packed order
         self.face_offset = (torch.arange(scene.batch) * tri.shape[0]).view(-1, 1, 1)
 
@@ -67,13 +66,3 @@ class PyTorch3D(Peer):
     def triangle_ids(self, out: torch.Tensor) -> torch.Tensor:
         packed = out[..., 0]
         return torch.where(packed >= 0, packed - self.face_offset, -1)
-
-    def textured(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self._image(self.scene.pos, self.scene.tex)
-
-    def forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = self.scene.pos.clone().requires_grad_(True)
-        tex = self.scene.tex.clone().requires_grad_(True)
-        self._image(pos, tex).backward(self.scene.grad_image)
-        return pos.grad, tex.grad

@@ -84,6 +84,26 @@ class Peer:
         raise NotImplementedError
 
 
+class TorchPeer(Peer):
+    """A peer whose textured image is a torch function of (positions, texture): the image
+    without a graph, and the gradients from autograd."""
+
+    backward = True
+
+    def _image(self, pos: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def textured(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._image(self.scene.pos, self.scene.tex)
+
+    def forward_backward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = self.scene.pos.clone().requires_grad_(True)
+        tex = self.scene.tex.clone().requires_grad_(True)
+        self._image(pos, tex).backward(self.scene.grad_image)
+        return pos.grad, tex.grad
+
+
 def pixel_centres(size: int) -> np.ndarray:
     """(size * size, 2) float32 screen (x, y) of the pixel centres, row-major."""
     r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
