@@ -102,14 +102,10 @@ def time_case(ours: Peer, peer: Peer, op: str, args: argparse.Namespace) -> dict
     return {**summary(ours_ms, peer_ms), "ours_ms": ours_ms, "peer_ms": peer_ms}
 
 
-def versions() -> dict:
+def versions(peers: list[type[Peer]], missing: dict[str, str]) -> dict:
     found = {"python": platform.python_version(), "torch": torch.__version__,
              "nl3dmm": nl3dmm.__version__}
-    for module in ("mitsuba", "drjit", "moderngl", "open3d", "pytorch3d"):
-        try:
-            found[module] = __import__(module).__version__
-        except Exception:  # not installed, or it fails to load: the results say so per peer
-            pass
+    found.update({p.name: p.version() for p in peers if p.name not in missing and p.version()})
     return found
 
 
@@ -138,7 +134,7 @@ def markdown(report: dict) -> str:
     if report["load_threads"]:
         lines.append(f"Competing load: {report['load_threads']} busy thread(s) in another process, "
                      f"which got {report['load_cores']:.2f} cores on average over the run.")
-    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+    lines += ["Versions: " + "; ".join(f"{k}: {v}" for k, v in report["versions"].items()) + ".",
               "", f"Median time of the peer / ours (> 1: we are faster); in brackets the ratio "
               f"of best times. {report['pairs']} interleaved pairs per cell after "
               f"{report['warmup']} warm-up calls of each, {report['pause_s'] * 1e3:.0f} ms untimed "
@@ -208,10 +204,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               "command": "python bench/peers/compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "condition": f"load {args.load}" if args.load else "idle",
               "load_threads": args.load, "pairs": args.pairs, "warmup": args.warmup,
-              "pause_s": args.pause, "machine": machine(), "versions": versions(),
+              "pause_s": args.pause, "machine": machine(),
               "peers": [p.name for p in peers], "titles": {p.name: p.title for p in peers},
               "missing": {p.name: why for p in peers if (why := p.missing()) is not None},
               "cases": []}
+    report["versions"] = versions(peers, report["missing"])
     for name, why in report["missing"].items():
         print(f"skipping {name}: {why}. Install: {BY_NAME[name].install}", flush=True)
     load = start_load(args.load) if args.load else None

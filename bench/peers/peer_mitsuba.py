@@ -32,6 +32,12 @@ class Mitsuba(Peer):
     def missing(cls) -> Optional[str]:
         return _probe()
 
+    @classmethod
+    def version(cls) -> str:
+        import drjit as dr
+        import mitsuba as mi
+        return f"mitsuba {mi.__version__} {VARIANT}, drjit {dr.__version__}, {dr.thread_count()} threads"
+
     def __init__(self, scene: PeerScene):
         super().__init__(scene)
         import drjit as dr

@@ -56,7 +56,12 @@ class ModernGL(Peer):
 
     @classmethod
     def missing(cls) -> Optional[str]:
-        return _probe()
+        return _probe()[0]
+
+    @classmethod
+    def version(cls) -> str:
+        import moderngl
+        return f"moderngl {moderngl.__version__}, {_probe()[1]}"
 
     def __init__(self, scene: PeerScene):
         super().__init__(scene)
@@ -112,15 +117,16 @@ class ModernGL(Peer):
 
 
 @functools.cache
-def _probe() -> Optional[str]:
-    """Once per process: each probe context, released, leaves no context current."""
+def _probe() -> tuple[Optional[str], str]:
+    """(why not, renderer and GL version), once per process: each probe context, released,
+    leaves no context current."""
     try:
         import moderngl
         ctx = moderngl.create_standalone_context(backend="egl")
     except Exception as exc:  # ImportError, or no EGL / Mesa driver
-        return f"moderngl with EGL unavailable ({type(exc).__name__}: {exc})"
-    renderer = ctx.info["GL_RENDERER"]
+        return f"moderngl with EGL unavailable ({type(exc).__name__}: {exc})", ""
+    renderer = f"{ctx.info['GL_RENDERER']}, {ctx.info['GL_VERSION']}"
     ctx.release()
     if "llvmpipe" not in renderer:
-        return f"the EGL context is {renderer!r}, not Mesa's llvmpipe"
-    return None
+        return f"the EGL context is {renderer!r}, not Mesa's llvmpipe", renderer
+    return None, renderer

@@ -31,6 +31,11 @@ class Open3D(Peer):
             return f"open3d unavailable ({type(exc).__name__}: {exc})"
         return None
 
+    @classmethod
+    def version(cls) -> str:
+        import open3d
+        return f"open3d {open3d.__version__}"
+
     def __init__(self, scene: PeerScene):
         super().__init__(scene)
         import open3d as o3d

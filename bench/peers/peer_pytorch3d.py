@@ -35,6 +35,11 @@ class PyTorch3D(TorchPeer):
             return f"pytorch3d unavailable ({type(exc).__name__}: {exc})"
         return None
 
+    @classmethod
+    def version(cls) -> str:
+        import pytorch3d
+        return f"pytorch3d {pytorch3d.__version__}"
+
     def __init__(self, scene: PeerScene):
         super().__init__(scene)
         from pytorch3d.ops import interpolate_face_attributes

@@ -63,6 +63,11 @@ class Peer:
         """None when this peer runs here, else why not."""
         return None
 
+    @classmethod
+    def version(cls) -> str:
+        """What exactly runs, for the results (call only when missing() is None)."""
+        return ""
+
     def __init__(self, scene: PeerScene):
         self.scene = scene
 
