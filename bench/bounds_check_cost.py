@@ -26,7 +26,7 @@ import torch
 from nl3dmm.render import set_num_threads
 from nl3dmm.render.backends import get_backend
 
-from conftest import Scene
+from paper_scene import Scene
 
 
 def _cpu_ms(fn, rounds: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
     python bench/gpu/gpu_bench.py --out DIR [--backends cuda,triton] [--batches 1,8,64,256]
                                   [--sizes 224,512] [--rounds 5] [--profile-batch 64]
 
-The paper mesh (53,215 vertices, 105,840 triangles) posed at B yaws (bench/conftest.py Scene),
+The paper mesh (53,215 vertices, 105,840 triangles) posed at B yaws (bench/paper_scene.py Scene),
 back faces culled, UVs interpolated, a 192 x 224 RGB texture per image, float32 on cuda:0.
 Times are medians of CUDA-event timings after one warm-up (which also compiles Triton); the
 forward is timed with the default validation on CUDA ("deferred", no host sync) and with
@@ -27,9 +27,9 @@ import nl3dmm
 
 
 def _load_scene_class():
-    """bench/conftest.py's Scene, loaded under its own name: `import conftest` would find
-    tests/conftest.py instead whenever pytest has imported that one first."""
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    """bench/paper_scene.py's Scene (the suites' scene), loaded by path: bench/ is not on
+    sys.path when the tests import this module."""
+    path = Path(__file__).resolve().parents[1] / "paper_scene.py"
     spec = importlib.util.spec_from_file_location("nl3dmm_bench_scenes", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
