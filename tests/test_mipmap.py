@@ -474,6 +474,7 @@ def test_triton_derivatives_match_cpu_and_reference(seed, dtype, shared):
     assert_rel_close(results["triton"][1], a_ref.grad, TOL[dtype], "triton d attr vs reference")
 
 
+@pytest.mark.slow  # 84 s in the interpreter; the Triton gradients are compared with the CPU's by default
 def test_triton_gradcheck_and_every_pixel_written(seed):
     backend = _triton_backend()
     size = (6, 5)
