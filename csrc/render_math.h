@@ -425,6 +425,23 @@ NL_HD void attribute_derivatives_pixel(const BarycentricDerivatives& d, const T*
     }
 }
 
+// One pixel of interpolate_derivatives, shared by the CPU and CUDA kernels: f is the pixel's
+// checked triangle (pixel_triangle; < 0: empty, out zeroed); attr and pos are its image's (V, C)
+// attributes and (V, 4) clip positions; p its index in the (H, W) image; out its 2C values.
+template <typename T>
+NL_HD void interpolate_derivatives_pixel(int64_t f, const int32_t* tri, const T* attr, const T* pos,
+                                         int64_t C, int64_t p, int height, int width, T* out) {
+    if (f < 0) {
+        for (int64_t c = 0; c < 2 * C; ++c) out[c] = T(0);
+        return;
+    }
+    const int32_t* t = tri + f * 3;
+    const BarycentricDerivatives d =
+        triangle_barycentric_derivatives(pos, t, (int)(p / width), (int)(p % width), height, width);
+    attribute_derivatives_pixel(d, attr + (int64_t)t[0] * C, attr + (int64_t)t[1] * C,
+                                attr + (int64_t)t[2] * C, C, out);
+}
+
 // What corner k's attributes receive from the gradient (gx, gy) of one channel's derivatives
 // (weights of attribute_derivatives_pixel: b2 = 1 - b0 - b1, so corner 2 gets minus the sum).
 NL_HD void attribute_derivative_weights(const BarycentricDerivatives& d, double gx, double gy,

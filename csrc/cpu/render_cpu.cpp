@@ -434,19 +434,10 @@ void interpolate_derivatives_forward_t(const InterpolateArgs& a) {
     const bool batched = a.attr_batched;
 #pragma omp parallel for schedule(static)
     for (int64_t bp = 0; bp < n; ++bp) {
-        T* o = out + bp * 2 * C;
         const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
-        if (f < 0) {
-            for (int64_t c = 0; c < 2 * C; ++c) o[c] = T(0);
-            continue;
-        }
-        const int64_t b = bp / pixels, p = bp % pixels;
-        const int32_t* t = tri + f * 3;
-        const BarycentricDerivatives d =
-            triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
-        const T* attr_b = attr + (batched ? b * V * C : 0);
-        attribute_derivatives_pixel(d, attr_b + (int64_t)t[0] * C, attr_b + (int64_t)t[1] * C,
-                                    attr_b + (int64_t)t[2] * C, C, o);
+        const int64_t b = bp / pixels;
+        interpolate_derivatives_pixel(f, tri, attr + (batched ? b * V * C : 0), pos + b * V * 4, C,
+                                      bp % pixels, H, W, out + bp * 2 * C);
     }
 }
 

@@ -291,18 +291,10 @@ __global__ void interpolate_derivatives_kernel(const T* __restrict__ attr, bool 
     const int64_t pixels = (int64_t)H * W;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * pixels) return;
-    T* o = out + i * 2 * C;
     const int64_t f = pixel_triangle(rast + i * 4, tri, V, F, status);
-    if (f < 0) {
-        for (int64_t c = 0; c < 2 * C; ++c) o[c] = T(0);
-        return;
-    }
-    const int64_t b = i / pixels, p = i % pixels;
-    const int32_t* t = tri + f * 3;
-    const BarycentricDerivatives d =
-        triangle_barycentric_derivatives(pos + b * V * 4, t, (int)(p / W), (int)(p % W), H, W);
-    const T* a = attr + (attr_batched ? b * V * C : 0);
-    attribute_derivatives_pixel(d, a + (int64_t)t[0] * C, a + (int64_t)t[1] * C, a + (int64_t)t[2] * C, C, o);
+    const int64_t b = i / pixels;
+    interpolate_derivatives_pixel(f, tri, attr + (attr_batched ? b * V * C : 0), pos + b * V * 4, C,
+                                  i % pixels, H, W, out + i * 2 * C);
 }
 
 // Gradient to attr only (pos gets none from the derivatives).
