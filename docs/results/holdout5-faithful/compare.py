@@ -1,6 +1,8 @@
 """Old (docs/results/holdout5, the pre-issue-14 recipe, scored by Pose_Para yaw) vs new (this
 folder, the faithful cvpr18 preset) held-out numbers, every face re-binned by the paper's yaw
-split (3DDFA's AFLW2000-3D-new.pose.npy) so the two columns are comparable. Prints markdown.
+split (3DDFA's AFLW2000-3D-new.pose.npy) so the two columns are comparable; then issue 17's
+comparison: the faithful baseline vs the same run on the profiled store, NME by the paper's yaw
+bins and camera error side by side. Prints markdown.
 Run from the repository root: python docs/results/holdout5-faithful/compare.py"""
 from __future__ import annotations
 
@@ -50,3 +52,23 @@ for part, title in (("HELD", "held-out photos"), ("TRAIN", "training photos")):
         o = cells(old.with_name(old.name.format(part=part)), used)
         n = cells(None if new is None else new.with_name(new.name.format(part=part)), used)
         print(f"| {label} | " + " | ".join(f"{a} | {b}" for a, b in zip(o, n)) + " |")
+
+
+# ---- issue 17: the faithful baseline vs the same run on the profiled store -------------------
+ARMS = [("baseline (48 crops)", "baseline"), ("profiled (48 crops + 4 views each = 240)", "profiled")]
+for part, title in (("HELD", "held-out photos"), ("TRAIN", "training photos")):
+    _, used = paper_bins(ROWS[0][1].with_name(ROWS[0][1].name.format(part=part)))
+    bins = [f"{'[' if lo == 0 else '('}{lo}, {hi}] ({n})" for (lo, hi), n in zip(BINS, used) if n]
+    print(f"\n{title}: profiled views (issue 17), NME % by the paper's yaw bins and camera error\n")
+    print("| arm | step | " + " | ".join(bins) + " | mean of bins | m RMS (normalised) | yaw error (deg) |")
+    print("|---|---|" + "---|" * (len(bins) + 3))
+    for step in (500, 1000):
+        for label, arm in ARMS:
+            nme = cells(NEW / f"{arm}-step{step}-{part}.json", used)
+            m_file = NEW / f"{arm}-step{step}-{part}-m.json"
+            if m_file.exists():
+                m = json.loads(m_file.read_text())
+                camera = [f"{m['m_rms_normalised']:.2f}", f"{m['yaw_error_deg']:.1f}"]
+            else:
+                camera = ["–", "–"]
+            print(f"| {label} | {step} | " + " | ".join(nme + camera) + " |")

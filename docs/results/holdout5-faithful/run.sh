@@ -4,8 +4,8 @@
 # stages, seed 0; only the recipe differs (constant lr, no grad clip, per-iteration crop shifts of
 # up to 32 px, alternating landmark steps, face-mask compositing, patchGAN weight 1, ...).
 # ARMS="baseline profiled" adds issue 17's arm: the same run on the 12 training photos profiled
-# into 4 extra views each (nl3dmm profile). Each arm is about 2.5 h on 2 otherwise idle cores
-# (the end-to-end stage runs at ~0.7 images/s); the recorded baseline ran alone at 2 threads.
+# into 4 extra views each (nl3dmm profile, 13 s). Each arm took about 42 min on 2 cores (pretraining
+# ~9.5 images/s, end to end ~1.9 images/s); the logs are *-train.log beside this script.
 # Run from the repository root with the project installed and ../shared/data beside it.
 set -euo pipefail
 AFLW=../shared/data/prnet/aflw2000
