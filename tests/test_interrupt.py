@@ -18,15 +18,26 @@ from train_helpers import cli_env, nl3dmm_command, run_cli, tiny_arrays
 
 
 def test_sigint_inside_a_held_block_arrives_after_it():
-    finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_held():
+    # Python's own handler, whatever this process inherited: a shell starts background jobs
+    # (`pytest ... &`, nohup) with SIGINT ignored, and an ignored SIGINT must stay ignored.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # a KeyboardInterrupt here would cut the write short
+                finished.append(True)
+        assert finished == [True]
+        with interrupts_held():  # and none when none came
+            pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with interrupts_held():  # an ignored SIGINT is still ignored after the block
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # a KeyboardInterrupt here would cut the write short
-            finished.append(True)
-    assert finished == [True]
-    with interrupts_held():  # and none when none came
-        pass
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.fixture(scope="module")
