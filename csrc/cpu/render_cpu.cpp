@@ -18,6 +18,7 @@
 #include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
+#include "../textured_pixel.h"
 
 namespace nl3dmm {
 namespace cpu {
@@ -543,6 +544,39 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 }  // namespace
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
+
+}  // namespace cpu
+}  // namespace nl3dmm
+
+// ---- render_textured: interpolate -> sample_texture -> composite in one pass ----------------
+
+namespace nl3dmm {
+namespace cpu {
+namespace {
+
+template <typename T>
+void render_textured_forward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_forward_pixel(a, bp);
+}
+
+// The gathers per pixel in parallel; the texture gradient summed per image in raster order
+// (scatter_by_image), as sample_texture's backward sums it.
+template <typename T>
+void render_textured_backward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_gather_pixel(a, bp);
+    scatter_by_image(a.B, a.texels * a.C, a.tex_batched, buffer<T>(args.grad_tex), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < a.pixels; ++p)
+            textured_texture_grads(a, b * a.pixels + p, [acc](int64_t i, double v) { acc[i] += v; });
+    });
+}
+
+}  // namespace
+
+NL3DMM_TEXTURED_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cpu
 }  // namespace nl3dmm

@@ -27,6 +27,7 @@
 #include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
+#include "../textured_pixel.h"
 #include "fixed_point.h"
 #include "render_cuda.h"
 
@@ -552,6 +553,58 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 }  // namespace
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
+
+}  // namespace cuda
+}  // namespace nl3dmm
+
+// ---- render_textured: interpolate -> sample_texture -> composite in one pass ----------------
+
+namespace nl3dmm {
+namespace cuda {
+namespace {
+
+template <typename T>
+__global__ void textured_kernel(TexturedBuffers<T> a) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    textured_forward_pixel(a, i);
+}
+
+// The gathers are written by the first pass; the texture gradient is scattered by both into
+// fixed-point sums, as texture_backward_kernel does.
+template <typename T>
+__global__ void textured_backward_kernel(TexturedBuffers<T> a, SumPass pass, FixedSums grad_tex) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    if (pass == SumPass::kRange) textured_gather_pixel(a, i);
+    const int64_t offset = a.tex_batched ? (i / a.pixels) * a.texels * a.C : 0;
+    textured_texture_grads(a, i, [&](int64_t k, double v) { scatter_add(grad_tex, pass, offset + k, v); });
+}
+
+template <typename T>
+void render_textured_forward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+    NL_LAUNCH(textured_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream), a);
+    check_launch("textured_kernel");
+}
+
+template <typename T>
+void render_textured_backward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+    const int64_t count = (a.tex_batched ? a.B : 1) * a.texels * a.C;
+    // Up to 4 taps a pixel, all on one texel when the texture is 1 x 1.
+    const FixedSums sums = start_sums(args.launch, count, 4 * a.pixels * (a.tex_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(textured_backward_kernel<T>, blocks_for(a.B * a.pixels), kThreads,
+                  as_stream(args.launch.stream), a, pass, sums);
+        check_launch("textured_backward_kernel");
+    }
+    finish_sums(args.launch, sums, count, buffer<T>(args.grad_tex));
+}
+
+}  // namespace
+
+NL3DMM_TEXTURED_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cuda
 }  // namespace nl3dmm
