@@ -30,10 +30,11 @@ from .runtime import cdiv, launch, pixel_block
 
 @triton.jit
 def _round(x, F64: tl.constexpr):
-    """x rounded to the image's dtype (float64 stays)."""
-    if F64:
-        return x
-    return x.to(tl.float32)
+    """x rounded to the image's dtype (float64 stays). One return: the compiler types every
+    return statement of a function, constexpr branches included."""
+    if not F64:
+        x = x.to(tl.float32)
+    return x
 
 
 @triton.jit
