@@ -95,8 +95,8 @@ def _fused(backend, rast, tri, attr, attr_batched, tex, tex_batched, background,
 
 def _compare_with_unfused(backend, dtype, boundary, attr_batched, tex_batched, with_background, with_mask):
     pos, tri, attr, tex, background, mask = _case(dtype, attr_batched, tex_batched, with_background, with_mask)
-    # The CPU's raster for every backend: rasterize is not what is tested here, and the
-    # interpreted Triton rasterizer would cost most of this test's time.
+    # The CPU's raster for every backend: rasterize is not what is tested here (the
+    # interpreted Triton rasterizer is the slowest part of a Triton case).
     rast = CPU.rasterize(pos, tri, H, W, False)
     assert bool((rast[..., 3] > 0).any()) and bool((rast[..., 3] == 0).any()), "need covered and empty pixels"
     grad = torch.randn(B, H, W, 3, dtype=dtype)
@@ -170,9 +170,8 @@ def _render(leaves, tri, backend, fused):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["cpu", pytest.param("triton", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cpu", "triton"])
 def test_autograd_matches_the_unfused_ops(seed, name, dtype):
-    """Slow on Triton: the interpreted rasterizer takes about a minute per case here."""
     if name == "triton":
         pytest.importorskip("triton")
     tri, leaves = _inputs(dtype)
