@@ -666,9 +666,9 @@ NL_HD void trilinear_coordinate_grads(const TrilinearTaps& taps, const T* t, con
 }
 
 // ---- bilinear lookup per pixel, and the composite (render_textured) ------------------------
-// The fused textured forward (textured_pixel.h) takes its lookup from these, in the order and
-// precision of sample_texture's kernels (sums over taps in double, rounded once), so that its
-// image is bit-equal to the unfused chain's.
+// sample_texture's kernels and the fused textured pass (textured_pixel.h) both take their
+// lookup from these (sums over taps in double, rounded once), so that the fused image is
+// bit-equal to the unfused chain's.
 
 // One channel c of a pixel's bilinear value, unrounded; t: one image's (texels x C) texture.
 template <typename T>
@@ -680,8 +680,9 @@ NL_HD double bilinear_channel(const BilinearTaps& taps, const double w[4], const
 }
 
 // d out / d(u, v) of a pixel's bilinear lookup, dotted with its output gradient g times scale,
-// that product rounded to T first: it is the gradient the lookup receives through the
-// composite (scale = the composite weight), which the unfused chain holds as a T tensor.
+// that product rounded to T first: in the fused pass it is the gradient the lookup receives
+// through the composite (scale = the composite weight), which the unfused chain holds as a T
+// tensor; sample_texture's backward passes scale 1 (exact).
 template <typename T>
 NL_HD void bilinear_coordinate_grads(const BilinearTaps& taps, int tex_h, int tex_w, const T* t,
                                      const T* g, T scale, int64_t C, double g_uv[2]) {

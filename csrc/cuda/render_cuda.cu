@@ -214,11 +214,7 @@ __global__ void texture_kernel(const T* __restrict__ tex, bool tex_batched, cons
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
     double w[4];
     bilinear_weights(taps, w);
-    for (int64_t c = 0; c < C; ++c) {
-        double v = 0;
-        for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
-        out[i * C + c] = (T)v;
-    }
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = (T)bilinear_channel(taps, w, t, C, c);
 }
 
 template <typename T>
@@ -238,22 +234,17 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
     const int64_t offset = tex_batched ? (i / pixels) * (int64_t)tex_h * tex_w * C : 0;
     const T* t = tex + offset;
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
-    double w[4], dwdu[4], dwdv[4];
+    double w[4];
     bilinear_weights(taps, w);
-    bilinear_weight_grads(taps, tex_h, tex_w, dwdu, dwdv);
     const T* g = grad_out + i * C;
-    double gu = 0, gv = 0;
-    for (int64_t c = 0; c < C; ++c) {
-        for (int k = 0; k < 4; ++k) {
-            const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
-            gu += dwdu[k] * gt;
-            gv += dwdv[k] * gt;
+    for (int64_t c = 0; c < C; ++c)
+        for (int k = 0; k < 4; ++k)
             if (w[k] != 0.0) scatter_add(grad_tex, pass, offset + taps.index[k] * C + c, w[k] * (double)g[c]);
-        }
-    }
     if (first_pass) {
-        grad_uv[i * 2] = (T)gu;
-        grad_uv[i * 2 + 1] = (T)gv;
+        double g_uv[2];
+        bilinear_coordinate_grads(taps, tex_h, tex_w, t, g, T(1), C, g_uv);
+        grad_uv[i * 2] = (T)g_uv[0];
+        grad_uv[i * 2 + 1] = (T)g_uv[1];
     }
 }
 
