@@ -269,6 +269,20 @@ def test_bad_inputs_give_clear_errors(seed):
         call(tri=tri[:, :2])
 
 
+def test_deferred_validation_names_the_input(seed):
+    """validate="deferred" counts bad values without a host sync and reports them, naming the
+    op and the input, at check_pending()."""
+    pos, tri, attr, tex, background, mask = _case(torch.float32, False, False, True, True)
+    for name, bad in (("background", background.clone().fill_(float("inf"))),
+                      ("mask", mask.clone().fill_(float("nan")))):
+        args = {"background": background, "mask": mask, name: bad}
+        nl3dmm.render_textured(pos, tri, attr, tex, (H, W), validate="deferred", **args)
+        with pytest.raises(ValueError, match=f"render_textured: {name} contains NaN or Inf"):
+            nl3dmm.render.check_pending()
+    nl3dmm.render_textured(pos, tri, attr, tex, (H, W), background=background, mask=mask, validate="deferred")
+    nl3dmm.render.check_pending()  # clean inputs: nothing to report
+
+
 def test_bypassed_validation_gives_a_clear_error():
     """A tri changed behind the validation cache after the forward: the fused backward kernel
     checks the indices it follows and the backend names the problem (in a child process, so a
