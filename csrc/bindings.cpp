@@ -29,6 +29,11 @@ void check_args(const nl3dmm::LaunchArgs& launch) {
 void check_args(const nl3dmm::RasterizeArgs& a) { check_args(a.launch); }
 void check_args(const nl3dmm::InterpolateArgs& a) { check_args(a.launch); }
 void check_args(const nl3dmm::AntialiasArgs& a) { check_args(a.launch); }
+void check_args(const nl3dmm::TexturedArgs& a) {
+    check_args(a.launch);
+    if (a.mode < nl3dmm::kClamp || a.mode > nl3dmm::kWrap)
+        throw std::invalid_argument("nl3dmm._C: boundary mode must be 0, 1 or 2, got " + std::to_string(a.mode));
+}
 void check_args(const nl3dmm::TextureArgs& a) {
     check_args(a.launch);
     if (a.mode < nl3dmm::kClamp || a.mode > nl3dmm::kWrap)
@@ -65,7 +70,7 @@ void def_op(py::module_& m, const char* name, void (*fn)(const Args&)) {
     }, doc.c_str());
 }
 
-// The twelve entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
+// The fourteen entry points of one backend namespace (nl3dmm::cpu or nl3dmm::cuda).
 #define NL3DMM_DEF_OPS(module, ns)                                                             \
     def_op(module, "rasterize_forward", &ns::rasterize_forward);                               \
     def_op(module, "rasterize_backward", &ns::rasterize_backward);                             \
@@ -78,7 +83,9 @@ void def_op(py::module_& m, const char* name, void (*fn)(const Args&)) {
     def_op(module, "sample_texture_mip_forward", &ns::sample_texture_mip_forward);             \
     def_op(module, "sample_texture_mip_backward", &ns::sample_texture_mip_backward);           \
     def_op(module, "antialias_forward", &ns::antialias_forward);                               \
-    def_op(module, "antialias_backward", &ns::antialias_backward)
+    def_op(module, "antialias_backward", &ns::antialias_backward);                             \
+    def_op(module, "render_textured_forward", &ns::render_textured_forward);                   \
+    def_op(module, "render_textured_backward", &ns::render_textured_backward)
 
 }  // namespace
 

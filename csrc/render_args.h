@@ -146,4 +146,40 @@ inline T* buffer(uintptr_t address) {
     return reinterpret_cast<T*>(address);
 }
 
+// render_textured's shading pass: interpolate (uv) -> sample_texture (bilinear) -> composite
+// over a background, fused into one per-pixel kernel that writes only the image (its
+// rasterize step is RasterizeArgs'). The attributes are uv: 2 channels.
+struct TexturedArgs {
+    bool f64 = false;
+    uintptr_t rast = 0;  // (B, H, W, 4) from rasterize with the same tri
+    uintptr_t tri = 0;   // (F, 3)
+    uintptr_t attr = 0;  // (B, V, 2) per image, or (1, V, 2) shared
+    bool attr_batched = false;
+    uintptr_t tex = 0;  // (B, Ht, Wt, C) per image, or (1, Ht, Wt, C) shared
+    bool tex_batched = false;
+    uintptr_t background = 0;  // (B, H, W, C), or 0: zero
+    uintptr_t mask = 0;        // (B, H, W) multiplier of the coverage, or 0: none
+    int64_t B = 0, V = 0, F = 0, C = 0;
+    int tex_h = 0, tex_w = 0, H = 0, W = 0;
+    int mode = 0;                   // BoundaryMode (render_math.h)
+    uintptr_t out = 0;              // (B, H, W, C) forward output: the image
+    uintptr_t grad_out = 0;         // backward input, like out
+    uintptr_t grad_tex = 0;         // backward output, like tex
+    uintptr_t grad_background = 0;  // backward output, like background, or 0: not wanted
+    uintptr_t grad_mask = 0;        // backward output, like mask, or 0: not wanted
+    uintptr_t grad_rast = 0;        // backward output, like rast (channels 2 and 3 are zero)
+    uintptr_t grad_uv = 0;          // backward output (B, H, W, 2): the pixels' uv gradient, or
+                                    // 0: not wanted (the caller scatters it to attr if needed)
+    LaunchArgs launch;
+};
+
+// The two entry points of render_textured, as NL3DMM_ENTRY_POINTS_BY_PRECISION above.
+#define NL3DMM_TEXTURED_ENTRY_POINTS_BY_PRECISION                                                 \
+    void render_textured_forward(const TexturedArgs& a) {                                         \
+        a.f64 ? render_textured_forward_t<double>(a) : render_textured_forward_t<float>(a);       \
+    }                                                                                             \
+    void render_textured_backward(const TexturedArgs& a) {                                        \
+        a.f64 ? render_textured_backward_t<double>(a) : render_textured_backward_t<float>(a);     \
+    }
+
 }  // namespace nl3dmm

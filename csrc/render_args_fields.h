@@ -81,4 +81,18 @@ inline ArgFields fields_of(AntialiasArgs& a) {
     return f;
 }
 
+inline ArgFields fields_of(TexturedArgs& a) {
+    ArgFields f;
+    add_launch_fields(f, a.launch);
+    f.buffers.insert({{"rast", &a.rast}, {"tri", &a.tri}, {"attr", &a.attr}, {"tex", &a.tex},
+                      {"background", &a.background}, {"mask", &a.mask}, {"out", &a.out},
+                      {"grad_out", &a.grad_out}, {"grad_tex", &a.grad_tex},
+                      {"grad_background", &a.grad_background}, {"grad_mask", &a.grad_mask},
+                      {"grad_rast", &a.grad_rast}, {"grad_uv", &a.grad_uv}});
+    f.sizes = {{"B", &a.B}, {"V", &a.V}, {"F", &a.F}, {"C", &a.C}};
+    f.small = {{"tex_h", &a.tex_h}, {"tex_w", &a.tex_w}, {"H", &a.H}, {"W", &a.W}, {"mode", &a.mode}};
+    f.flags = {{"f64", &a.f64}, {"attr_batched", &a.attr_batched}, {"tex_batched", &a.tex_batched}};
+    return f;
+}
+
 }  // namespace nl3dmm

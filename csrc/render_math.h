@@ -665,4 +665,50 @@ NL_HD void trilinear_coordinate_grads(const TrilinearTaps& taps, const T* t, con
     for (int k = 0; k < 4; ++k) g_da[k] = gf * taps.blend.dfrac[k];
 }
 
+// ---- bilinear lookup per pixel, and the composite (render_textured) ------------------------
+// sample_texture's kernels and the fused textured pass (textured_pixel.h) both take their
+// lookup from these (sums over taps in double, rounded once), so that the fused image is
+// bit-equal to the unfused chain's.
+
+// One channel c of a pixel's bilinear value, unrounded; t: one image's (texels x C) texture.
+template <typename T>
+NL_HD double bilinear_channel(const BilinearTaps& taps, const double w[4], const T* t, int64_t C,
+                              int64_t c) {
+    double v = 0;
+    for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
+    return v;
+}
+
+// d out / d(u, v) of a pixel's bilinear lookup, dotted with its output gradient g times scale,
+// that product rounded to T first: in the fused pass it is the gradient the lookup receives
+// through the composite (scale = the composite weight), which the unfused chain holds as a T
+// tensor; sample_texture's backward passes scale 1 (exact).
+template <typename T>
+NL_HD void bilinear_coordinate_grads(const BilinearTaps& taps, int tex_h, int tex_w, const T* t,
+                                     const T* g, T scale, int64_t C, double g_uv[2]) {
+    double dwdu[4], dwdv[4];
+    bilinear_weight_grads(taps, tex_h, tex_w, dwdu, dwdv);
+    double gu = 0, gv = 0;
+    for (int64_t c = 0; c < C; ++c) {
+        const double gc = (double)(T)(g[c] * scale);
+        for (int k = 0; k < 4; ++k) {
+            const double gt = gc * (double)t[taps.index[k] * C + c];
+            gu += dwdu[k] * gt;
+            gv += dwdv[k] * gt;
+        }
+    }
+    g_uv[0] = gu;
+    g_uv[1] = gv;
+}
+
+// colour where the weight m is 1, background where it is 0, rounded in T after each operation
+// exactly as torch evaluates colour * m + background * (1 - m) elementwise (no fused
+// multiply-add: the CPU build targets baseline x86-64, nvcc runs with --fmad=false).
+template <typename T>
+NL_HD T composite_value(T colour, T m, T background) {
+    const T shown = colour * m;
+    const T behind = background * (T(1) - m);
+    return shown + behind;
+}
+
 }  // namespace nl3dmm

@@ -7,6 +7,7 @@
     antialias.py     analytic coverage blending at silhouette edges and backward
     derivatives.py   screen-space derivatives of interpolated attributes and backward
     texture_mip.py   trilinear lookup in a packed mip pyramid and backward
+    textured.py      render_textured's fused interpolate -> texture -> composite and backward
     fixed_sum.py     deterministic scatter-add of the backward passes (64-bit fixed point)
     runtime.py       launching: compiled on CUDA tensors, Triton's interpreter on CPU tensors
 

@@ -58,6 +58,8 @@ OUTPUTS = {
     "interpolate_derivatives_backward": {"grad_attr"},
     "sample_texture_mip_forward": {"out"},
     "sample_texture_mip_backward": {"grad_tex", "grad_uv", "grad_uv_da"},
+    "render_textured_forward": {"out"},
+    "render_textured_backward": {"grad_tex", "grad_background", "grad_mask", "grad_rast", "grad_uv"},
 }
 SCRATCH_BYTE = 0xA5  # fill of fresh scratch: the kernels must initialise what they use
 

@@ -59,5 +59,5 @@ def test_cuda_kernels_are_bound_when_compiled():
              "interpolate_backward", "sample_texture_forward", "sample_texture_backward",
              "interpolate_derivatives_forward", "interpolate_derivatives_backward",
              "sample_texture_mip_forward", "sample_texture_mip_backward", "antialias_forward",
-             "antialias_backward"}
+             "antialias_backward", "render_textured_forward", "render_textured_backward"}
     assert names <= set(dir(_C.cuda))

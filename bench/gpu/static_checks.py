@@ -112,10 +112,11 @@ def gpu_block_sizes() -> Iterator[None]:
     an interpreted run launches (and records) exactly the GPU path's variants."""
     import torch
 
-    from nl3dmm.kernels import derivatives, interpolate, rasterize, runtime, texture, texture_mip
+    from nl3dmm.kernels import derivatives, interpolate, rasterize, runtime, texture, texture_mip, textured
 
     cuda = torch.device("cuda")
-    saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture, derivatives, texture_mip)
+    saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture, derivatives, texture_mip,
+                                                    textured)
              for name in ("pixel_block", "triangle_tile") if hasattr(m, name)]
     try:
         for module, name, _ in saved:
@@ -131,14 +132,14 @@ def gpu_launch_variants() -> list[tuple]:
     """(kernel, args, meta) of each distinct launch (kernel, constexprs, dtype) of a forward
     and backward through the ops at the GPU block sizes: float32 and float64, both cull
     settings, shared and batched attributes and textures, every boundary mode, bilinear and
-    mip-mapped (with uv's screen derivatives)."""
+    mip-mapped (with uv's screen derivatives), and render_textured's fused pass."""
     import torch
 
     import nl3dmm
-    from nl3dmm.kernels import derivatives, interpolate, rasterize, texture, texture_mip
+    from nl3dmm.kernels import derivatives, interpolate, rasterize, texture, texture_mip, textured
 
     launches: dict[tuple, tuple] = {}
-    originals = {m: m.launch for m in (rasterize, interpolate, texture, derivatives, texture_mip)}
+    originals = {m: m.launch for m in (rasterize, interpolate, texture, derivatives, texture_mip, textured)}
 
     def record(real):
         def launch(kernel, grid, device, *args, **meta):
@@ -173,6 +174,12 @@ def gpu_launch_variants() -> list[tuple]:
                         loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton").sum()
                         loss = loss + nl3dmm.sample_texture(tex, uv, boundary, backend="triton",
                                                             uv_da=uv_da * 8).sum()
+                    # render_textured's fused shading pass, every optional input present.
+                    image, _, _ = nl3dmm.render_textured(
+                        pos, tri, torch.rand(6, 2, dtype=dtype), torch.rand(1, 3, 3, 2, dtype=dtype, requires_grad=True),
+                        (4, 5), cull, background=torch.rand(2, 4, 5, 2, dtype=dtype, requires_grad=True),
+                        mask=torch.rand(2, 4, 5, dtype=dtype, requires_grad=True), backend="triton")
+                    loss = loss + image.sum()
                     loss.backward()
     finally:
         for module, real in originals.items():

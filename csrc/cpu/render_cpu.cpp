@@ -18,6 +18,7 @@
 #include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
+#include "../textured_pixel.h"
 
 namespace nl3dmm {
 namespace cpu {
@@ -331,11 +332,7 @@ void sample_texture_forward_t(const TextureArgs& a) {
         const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
         double w[4];
         bilinear_weights(taps, w);
-        for (int64_t c = 0; c < C; ++c) {
-            double v = 0;
-            for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
-            o[c] = (T)v;
-        }
+        for (int64_t c = 0; c < C; ++c) o[c] = (T)bilinear_channel(taps, w, t, C, c);
     }
 }
 
@@ -357,19 +354,10 @@ void sample_texture_backward_t(const TextureArgs& a) {
         const int64_t b = bp / pixels;
         const T* t = tex + (a.tex_batched ? b * texels * C : 0);
         const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
-        double dwdu[4], dwdv[4];
-        bilinear_weight_grads(taps, a.tex_h, a.tex_w, dwdu, dwdv);
-        const T* g = grad_out + bp * C;
-        double gu = 0, gv = 0;
-        for (int64_t c = 0; c < C; ++c) {
-            for (int k = 0; k < 4; ++k) {
-                const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
-                gu += dwdu[k] * gt;
-                gv += dwdv[k] * gt;
-            }
-        }
-        grad_uv[bp * 2] = (T)gu;
-        grad_uv[bp * 2 + 1] = (T)gv;
+        double g_uv[2];
+        bilinear_coordinate_grads(taps, a.tex_h, a.tex_w, t, grad_out + bp * C, T(1), C, g_uv);
+        grad_uv[bp * 2] = (T)g_uv[0];
+        grad_uv[bp * 2 + 1] = (T)g_uv[1];
     }
     scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
@@ -543,6 +531,39 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 }  // namespace
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
+
+}  // namespace cpu
+}  // namespace nl3dmm
+
+// ---- render_textured: interpolate -> sample_texture -> composite in one pass ----------------
+
+namespace nl3dmm {
+namespace cpu {
+namespace {
+
+template <typename T>
+void render_textured_forward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_forward_pixel(a, bp);
+}
+
+// The gathers per pixel in parallel; the texture gradient summed per image in raster order
+// (scatter_by_image), as sample_texture's backward sums it.
+template <typename T>
+void render_textured_backward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+#pragma omp parallel for schedule(static)
+    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_gather_pixel(a, bp);
+    scatter_by_image(a.B, a.texels * a.C, a.tex_batched, buffer<T>(args.grad_tex), [&](int64_t b, double* acc) {
+        for (int64_t p = 0; p < a.pixels; ++p)
+            textured_texture_grads(a, b * a.pixels + p, [acc](int64_t i, double v) { acc[i] += v; });
+    });
+}
+
+}  // namespace
+
+NL3DMM_TEXTURED_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cpu
 }  // namespace nl3dmm

@@ -20,6 +20,10 @@ void interpolate_derivatives_forward(const InterpolateArgs& args);   // args.pos
 void interpolate_derivatives_backward(const InterpolateArgs& args);  // writes all of grad_attr only
 void sample_texture_mip_forward(const TextureArgs& args);   // tex: packed pyramid, uv_da, max_level
 void sample_texture_mip_backward(const TextureArgs& args);  // writes grad_tex, grad_uv, grad_uv_da
+void render_textured_forward(const TexturedArgs& args);   // writes out (the image) only
+void render_textured_backward(const TexturedArgs& args);  // writes grad_tex, grad_rast, and the
+                                                          // wanted (non-null) grad_background,
+                                                          // grad_mask, grad_uv
 
 }  // namespace cpu
 }  // namespace nl3dmm

@@ -27,6 +27,7 @@
 #include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
+#include "../textured_pixel.h"
 #include "fixed_point.h"
 #include "render_cuda.h"
 
@@ -213,11 +214,7 @@ __global__ void texture_kernel(const T* __restrict__ tex, bool tex_batched, cons
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
     double w[4];
     bilinear_weights(taps, w);
-    for (int64_t c = 0; c < C; ++c) {
-        double v = 0;
-        for (int k = 0; k < 4; ++k) v += w[k] * (double)t[taps.index[k] * C + c];
-        out[i * C + c] = (T)v;
-    }
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = (T)bilinear_channel(taps, w, t, C, c);
 }
 
 template <typename T>
@@ -237,22 +234,17 @@ __global__ void texture_backward_kernel(const T* __restrict__ tex, bool tex_batc
     const int64_t offset = tex_batched ? (i / pixels) * (int64_t)tex_h * tex_w * C : 0;
     const T* t = tex + offset;
     const BilinearTaps taps = bilinear_taps(uv[i * 2], uv[i * 2 + 1], tex_h, tex_w, mode);
-    double w[4], dwdu[4], dwdv[4];
+    double w[4];
     bilinear_weights(taps, w);
-    bilinear_weight_grads(taps, tex_h, tex_w, dwdu, dwdv);
     const T* g = grad_out + i * C;
-    double gu = 0, gv = 0;
-    for (int64_t c = 0; c < C; ++c) {
-        for (int k = 0; k < 4; ++k) {
-            const double gt = (double)g[c] * (double)t[taps.index[k] * C + c];
-            gu += dwdu[k] * gt;
-            gv += dwdv[k] * gt;
+    for (int64_t c = 0; c < C; ++c)
+        for (int k = 0; k < 4; ++k)
             if (w[k] != 0.0) scatter_add(grad_tex, pass, offset + taps.index[k] * C + c, w[k] * (double)g[c]);
-        }
-    }
     if (first_pass) {
-        grad_uv[i * 2] = (T)gu;
-        grad_uv[i * 2 + 1] = (T)gv;
+        double g_uv[2];
+        bilinear_coordinate_grads(taps, tex_h, tex_w, t, g, T(1), C, g_uv);
+        grad_uv[i * 2] = (T)g_uv[0];
+        grad_uv[i * 2 + 1] = (T)g_uv[1];
     }
 }
 
@@ -552,6 +544,58 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 }  // namespace
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
+
+}  // namespace cuda
+}  // namespace nl3dmm
+
+// ---- render_textured: interpolate -> sample_texture -> composite in one pass ----------------
+
+namespace nl3dmm {
+namespace cuda {
+namespace {
+
+template <typename T>
+__global__ void textured_kernel(TexturedBuffers<T> a) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    textured_forward_pixel(a, i);
+}
+
+// The gathers are written by the first pass; the texture gradient is scattered by both into
+// fixed-point sums, as texture_backward_kernel does.
+template <typename T>
+__global__ void textured_backward_kernel(TexturedBuffers<T> a, SumPass pass, FixedSums grad_tex) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.B * a.pixels) return;
+    if (pass == SumPass::kRange) textured_gather_pixel(a, i);
+    const int64_t offset = a.tex_batched ? (i / a.pixels) * a.texels * a.C : 0;
+    textured_texture_grads(a, i, [&](int64_t k, double v) { scatter_add(grad_tex, pass, offset + k, v); });
+}
+
+template <typename T>
+void render_textured_forward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+    NL_LAUNCH(textured_kernel<T>, blocks_for(a.B * a.pixels), kThreads, as_stream(args.launch.stream), a);
+    check_launch("textured_kernel");
+}
+
+template <typename T>
+void render_textured_backward_t(const TexturedArgs& args) {
+    const TexturedBuffers<T> a = textured_buffers<T>(args);
+    const int64_t count = (a.tex_batched ? a.B : 1) * a.texels * a.C;
+    // Up to 4 taps a pixel, all on one texel when the texture is 1 x 1.
+    const FixedSums sums = start_sums(args.launch, count, 4 * a.pixels * (a.tex_batched ? 1 : a.B));
+    for (SumPass pass : {SumPass::kRange, SumPass::kAccumulate}) {
+        NL_LAUNCH(textured_backward_kernel<T>, blocks_for(a.B * a.pixels), kThreads,
+                  as_stream(args.launch.stream), a, pass, sums);
+        check_launch("textured_backward_kernel");
+    }
+    finish_sums(args.launch, sums, count, buffer<T>(args.grad_tex));
+}
+
+}  // namespace
+
+NL3DMM_TEXTURED_ENTRY_POINTS_BY_PRECISION
 
 }  // namespace cuda
 }  // namespace nl3dmm

@@ -32,6 +32,8 @@ void interpolate_derivatives_forward(const InterpolateArgs& args);
 void interpolate_derivatives_backward(const InterpolateArgs& args);  // grad_attr only
 void sample_texture_mip_forward(const TextureArgs& args);
 void sample_texture_mip_backward(const TextureArgs& args);
+void render_textured_forward(const TexturedArgs& args);
+void render_textured_backward(const TexturedArgs& args);  // scratch: grad_tex's values
 
 }  // namespace cuda
 }  // namespace nl3dmm

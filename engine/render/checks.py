@@ -350,3 +350,46 @@ def check_max_mip_level(max_mip_level: object) -> int:
         raise ValueError(f"max_mip_level must be an int >= 0 or None, got {max_mip_level!r}")
     return max_mip_level
 
+
+
+def check_textured_uv(uv: object, pos: torch.Tensor, rast: torch.Tensor,
+                      validate: str = "full") -> tuple[torch.Tensor, bool]:
+    """render_textured's per-vertex uv: (B, V, 2) or (V, 2) / (1, V, 2), one row per vertex of pos."""
+    attr, batched = check_attr(uv, rast.shape[0], rast.dtype, rast.device, validate, "render_textured")
+    if attr.shape[2] != 2:
+        raise ValueError(f"uv must have 2 channels (u, v), got shape {tuple(attr.shape)}")
+    if attr.shape[1] != pos.shape[1]:
+        raise ValueError(f"uv has {attr.shape[1]} vertices but pos has {pos.shape[1]}: one uv per vertex")
+    return attr, batched
+
+
+def check_background(background: object, rast: torch.Tensor, channels: int,
+                     validate: str = "full") -> torch.Tensor:
+    """render_textured's background: (B, H, W, C) like the image, rast's dtype and device."""
+    background = require_tensor("background", background)
+    require_float("background", background)
+    expected = (*rast.shape[:3], channels)
+    if tuple(background.shape) != expected:
+        raise ValueError(f"background must have shape (B, H, W, C) = {expected} (the texture has C = "
+                         f"{channels}), got {tuple(background.shape)}")
+    if background.device != rast.device:
+        raise ValueError(f"background is on {background.device} but pos is on {rast.device}")
+    if background.dtype != rast.dtype:
+        raise TypeError(f"background is {background.dtype} but pos is {rast.dtype}; use one dtype")
+    require_finite("background", background.detach(), validate, "render_textured")
+    return background
+
+
+def check_mask_multiplier(mask: object, rast: torch.Tensor, validate: str = "full") -> torch.Tensor:
+    """render_textured's mask multiplier: (B, H, W), rast's dtype and device, finite (the
+    coverage 0 times an infinite multiplier would be NaN)."""
+    mask = require_tensor("mask", mask)
+    require_float("mask", mask)
+    if tuple(mask.shape) != tuple(rast.shape[:3]):
+        raise ValueError(f"mask must have shape (B, H, W) = {tuple(rast.shape[:3])}, got {tuple(mask.shape)}")
+    if mask.device != rast.device:
+        raise ValueError(f"mask is on {mask.device} but pos is on {rast.device}")
+    if mask.dtype != rast.dtype:
+        raise TypeError(f"mask is {mask.dtype} but pos is {rast.dtype}; use one dtype")
+    require_finite("mask", mask.detach(), validate, "render_textured")
+    return mask

@@ -424,3 +424,95 @@ def _sample_texture_mip(tex: torch.Tensor, mip: list[torch.Tensor], batched: boo
     packed = torch.cat([level.reshape(Bt, -1, C) for level in (tex, *mip)], 1)
     return _SampleTextureMip.apply(packed, batched, uv.contiguous(), uv_da.contiguous(), boundary,
                                    Ht, Wt, len(mip), get_backend(name))
+
+
+class _RenderTextured(torch.autograd.Function):
+    """render_textured's shading pass (rast -> image) in one kernel each way; grad_rast then
+    reaches pos through rasterize's own backward (autograd chains the two)."""
+
+    @staticmethod
+    def forward(ctx, rast, attr, tex, background, mask, tri, attr_batched, tex_batched, boundary,
+                backend: Backend):
+        image = backend.render_textured(rast, tri, attr, attr_batched, tex, tex_batched, background,
+                                        mask, boundary)
+        ctx.backend, ctx.attr_batched, ctx.tex_batched, ctx.boundary = (backend, attr_batched,
+                                                                       tex_batched, boundary)
+        ctx.save_for_backward(rast, attr, tex, background, mask, tri)
+        return image
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_image):
+        rast, attr, tex, background, mask, tri = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if not any(need[:5]):
+            return (None,) * 10
+        grad_tex, grad_background, grad_mask, grad_rast, grad_uv = ctx.backend.render_textured_backward(
+            rast, tri, attr, ctx.attr_batched, tex, ctx.tex_batched, background, mask, ctx.boundary,
+            grad_image.contiguous(), need[3], need[4], need[1])
+        grad_attr = None
+        if need[1]:  # uv attributes that learn: interpolate's scatter of the pixels' uv gradient
+            grad_attr, _ = ctx.backend.interpolate_backward(attr, ctx.attr_batched, rast, tri, grad_uv)
+        return (grad_rast if need[0] else None, grad_attr, grad_tex if need[2] else None,
+                grad_background, grad_mask, None, None, None, None, None)
+
+
+def render_textured(pos: torch.Tensor, tri: torch.Tensor, uv: torch.Tensor, texture: torch.Tensor,
+                    resolution: tuple[int, int], cull_backfaces: bool = False, boundary: str = "clamp",
+                    background: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                    backend: Optional[str] = None, validate: Optional[str] = None,
+                    fused: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The common chain in one call: rasterize -> interpolate(uv) -> sample_texture -> composite.
+
+    Fused (the default on the kernel backends), the rasterize kernel is followed by ONE
+    per-pixel kernel that interpolates uv, samples the texture bilinearly and composites,
+    writing only the image: the (B, H, W, 2) uv and (B, H, W, C) colour tensors of the unfused
+    chain are never made, forward or backward. The result is the unfused chain's, bit for bit
+    on the CPU, the CUDA kernels and the interpreted Triton kernels (tests/test_fused.py); the
+    gradients match it to rounding. `fused=False` runs the chain of the separate ops (what the
+    reference backend always runs).
+
+    Args:
+        pos, tri, resolution, cull_backfaces: as for `rasterize`.
+        uv: (B, V, 2) per image or (V, 2) / (1, V, 2) shared per-vertex texture coordinates.
+        texture: (B, Ht, Wt, C) per image or (1, Ht, Wt, C) shared, pos's dtype.
+        boundary: as for `sample_texture`.
+        background: (B, H, W, C) shown where the mask is 0; None: zero.
+        mask: (B, H, W) multiplier of the coverage (e.g. a face region); None: coverage alone.
+        backend, validate: as for `rasterize`.
+        fused: None picks fused on every backend but "reference"; True on "reference" is an error.
+
+    Returns:
+        (image, mask, rast): image = colour * m + background * (1 - m) with m = the returned
+        (B, H, W) mask = coverage (raster id > 0) x `mask`, and the raster. Differentiable in
+        pos (through the barycentrics, as the unfused chain), uv, texture, background and mask.
+    """
+    rast = rasterize(pos, tri, resolution, cull_backfaces, backend, validate)
+    name, mode = _prepare("rast", rast, backend, validate)
+    attr, attr_batched = checks.check_textured_uv(uv, pos, rast, mode)
+    tex, tex_batched = checks.check_texture(texture, rast.shape[0], rast.dtype, rast.device, mode)
+    boundary = checks.check_boundary(boundary)
+    if background is not None:
+        background = checks.check_background(background, rast, tex.shape[3], mode)
+    if mask is not None:
+        mask = checks.check_mask_multiplier(mask, rast, mode)
+    tri = checks.check_tri(tri, pos.shape[1], rast.device, mode, "render_textured")
+    if mode == "deferred":
+        pending.end(rast.device)
+    if fused is None:
+        fused = name != "reference"
+    if fused and name == "reference":
+        raise ValueError("the reference backend has no fused kernel: it runs the chain of the "
+                         "separate ops (fused=False or None)")
+    coverage = (rast[..., 3] > 0).to(rast.dtype)
+    weight = coverage if mask is None else coverage * mask
+    if not fused:
+        pixel_uv = interpolate(attr, rast, tri, backend=name, validate=mode)
+        colour = sample_texture(tex, pixel_uv, boundary, backend=name, validate=mode)
+        behind = torch.zeros_like(colour) if background is None else background
+        return colour * weight[..., None] + behind * (1 - weight[..., None]), weight, rast
+    image = _RenderTextured.apply(rast.contiguous(), attr.contiguous(), tex.contiguous(),
+                                  None if background is None else background.contiguous(),
+                                  None if mask is None else mask.contiguous(), tri, attr_batched,
+                                  tex_batched, boundary, get_backend(name))
+    return image, weight, rast

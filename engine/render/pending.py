@@ -51,6 +51,11 @@ SLOTS = {
     ("interpolate_derivatives", "pos"): "contains NaN or Inf",
     # The C++/CUDA kernels' own index checks (csrc/index_checks.h), for when validation was bypassed.
     ("kernel", "indices"): "met a vertex index, raster id or uv it could not use (the element was skipped)",
+    # render_textured's own inputs (its texture is checked as sample_texture's).
+    ("render_textured", "attr"): "contains NaN or Inf",
+    ("render_textured", "tri"): "has a vertex index outside 0..V-1",
+    ("render_textured", "background"): "contains NaN or Inf",
+    ("render_textured", "mask"): "contains NaN or Inf",
 }
 _INDEX = {slot: i for i, slot in enumerate(SLOTS)}
 

@@ -126,6 +126,8 @@ int main(int argc, char** argv) {
     else if (op == "interpolate_derivatives_backward") call(&cu::interpolate_derivatives_backward, file, dir);
     else if (op == "sample_texture_mip_forward") call(&cu::sample_texture_mip_forward, file, dir);
     else if (op == "sample_texture_mip_backward") call(&cu::sample_texture_mip_backward, file, dir);
+    else if (op == "render_textured_forward") call(&cu::render_textured_forward, file, dir);
+    else if (op == "render_textured_backward") call(&cu::render_textured_backward, file, dir);
     else fail("unknown entry point '" + op + "'");
     return 0;
 }

@@ -88,6 +88,26 @@ class Backend:
         return NotImplementedError(f"backend '{self.name}' has no {op} kernel yet; "
                                    "use backend='cpu', 'cuda' or 'reference'")
 
+    # render_textured's shading pass: interpolate (uv) -> sample_texture -> composite, fused.
+    def render_textured(self, rast: torch.Tensor, tri: torch.Tensor, attr: torch.Tensor,
+                        attr_batched: bool, tex: torch.Tensor, tex_batched: bool,
+                        background: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                        boundary: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The (B, H, W, C) image: tex sampled at the uv `attr` (B or 1, V, 2) interpolates,
+        times m = coverage x mask, plus background (zero when None) times 1 - m."""
+        raise self._missing("render_textured")
+
+    def render_textured_backward(self, rast: torch.Tensor, tri: torch.Tensor, attr: torch.Tensor,
+                                 attr_batched: bool, tex: torch.Tensor, tex_batched: bool,
+                                 background: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                                 boundary: str, grad_out: torch.Tensor, want_background: bool,
+                                 want_mask: bool, want_uv: bool
+                                 ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                                            torch.Tensor, Optional[torch.Tensor]]:
+        """(grad_tex, grad_background, grad_mask, grad_rast, grad_uv), None where not wanted;
+        grad_uv (B, H, W, 2) is the pixels' uv gradient (the caller scatters it to attr)."""
+        raise self._missing("render_textured")
+
 
 def empty_or(out: Optional[torch.Tensor], shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """A fresh output buffer, or the caller's after checking it fits."""
@@ -283,6 +303,37 @@ class ExtensionBackend(Backend):
                      mode=BOUNDARY_CODES[boundary], grad_out=grad_out, grad_tex=grad_packed,
                      grad_uv=grad_uv, grad_uv_da=grad_uv_da)
         return grad_packed, grad_uv, grad_uv_da
+
+    def render_textured(self, rast, tri, attr, attr_batched, tex, tex_batched, background, mask,
+                        boundary, out=None):
+        optional = {k: v for k, v in (("background", background), ("mask", mask)) if v is not None}
+        self._require(rast=rast, tri=tri, attr=attr, tex=tex, **optional)
+        B, H, W, _ = rast.shape
+        _, Ht, Wt, C = tex.shape
+        result = empty_or(out, (B, H, W, C), rast)
+        self._launch("render_textured_forward", rast, f64=_is_f64(rast), rast=rast, tri=tri, attr=attr,
+                     attr_batched=attr_batched, tex=tex, tex_batched=tex_batched, B=B, V=attr.shape[1],
+                     F=tri.shape[0], C=C, tex_h=Ht, tex_w=Wt, H=H, W=W, mode=BOUNDARY_CODES[boundary],
+                     out=result, **optional)
+        return result
+
+    def render_textured_backward(self, rast, tri, attr, attr_batched, tex, tex_batched, background,
+                                 mask, boundary, grad_out, want_background, want_mask, want_uv):
+        optional = {k: v for k, v in (("background", background), ("mask", mask)) if v is not None}
+        self._require(rast=rast, tri=tri, attr=attr, tex=tex, grad_out=grad_out, **optional)
+        B, H, W, _ = rast.shape
+        _, Ht, Wt, C = tex.shape
+        wanted = {"grad_background": self._output((B, H, W, C), rast) if want_background else None,
+                  "grad_mask": self._output((B, H, W), rast) if want_mask else None,
+                  "grad_uv": self._output((B, H, W, 2), rast) if want_uv else None}
+        grad_tex = self._output(tuple(tex.shape), tex)
+        grad_rast = self._output(tuple(rast.shape), rast)
+        self._launch("render_textured_backward", rast, sums=grad_tex.numel(), f64=_is_f64(rast), rast=rast,
+                     tri=tri, attr=attr, attr_batched=attr_batched, tex=tex, tex_batched=tex_batched, B=B,
+                     V=attr.shape[1], F=tri.shape[0], C=C, tex_h=Ht, tex_w=Wt, H=H, W=W,
+                     mode=BOUNDARY_CODES[boundary], grad_out=grad_out, grad_tex=grad_tex, grad_rast=grad_rast,
+                     **optional, **{k: v for k, v in wanted.items() if v is not None})
+        return grad_tex, wanted["grad_background"], wanted["grad_mask"], grad_rast, wanted["grad_uv"]
 
 
 def _is_f64(t: torch.Tensor) -> bool:

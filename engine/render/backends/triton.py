@@ -29,6 +29,7 @@ try:
     from nl3dmm.kernels import rasterize as _rasterize
     from nl3dmm.kernels import texture as _texture
     from nl3dmm.kernels import texture_mip as _texture_mip
+    from nl3dmm.kernels import textured as _textured
     _IMPORT_ERROR: Optional[str] = None
 except ImportError as exc:  # triton is an optional dependency: pip install 'nl3dmm[triton]'
     _IMPORT_ERROR = f"Triton is not importable ({exc}); install it with `pip install triton`"
@@ -114,3 +115,20 @@ class TritonBackend(Backend):
         self._require(tex=packed, uv=uv, uv_da=uv_da, grad_out=grad_out)
         return _texture_mip.sample_texture_mip_backward(packed, tex_batched, uv, uv_da, boundary, shape,
                                                         grad_out)
+
+    def render_textured(self, rast, tri, attr, attr_batched, tex, tex_batched, background, mask,
+                        boundary, out=None):
+        optional = {k: v for k, v in (("background", background), ("mask", mask)) if v is not None}
+        self._require(rast=rast, tri=tri, attr=attr, tex=tex, **optional)
+        B, H, W, _ = rast.shape
+        result = empty_or(out, (B, H, W, tex.shape[3]), rast)
+        return _textured.render_textured(rast, tri.int().contiguous(), attr, attr_batched, tex, tex_batched,
+                                         background, mask, boundary, result)
+
+    def render_textured_backward(self, rast, tri, attr, attr_batched, tex, tex_batched, background,
+                                 mask, boundary, grad_out, want_background, want_mask, want_uv):
+        optional = {k: v for k, v in (("background", background), ("mask", mask)) if v is not None}
+        self._require(rast=rast, tri=tri, attr=attr, tex=tex, grad_out=grad_out, **optional)
+        return _textured.render_textured_backward(rast, tri.int().contiguous(), attr, attr_batched, tex,
+                                                  tex_batched, background, mask, boundary, grad_out,
+                                                  want_background, want_mask, want_uv)
