@@ -225,3 +225,46 @@ def test_without_a_progress_bar_each_log_step_prints_a_line(tmp_path):
     lines = [m for m in messages if m.startswith("pretrain step ")]
     assert [m.split(":")[0] for m in lines] == ["pretrain step 2/4", "pretrain step 4/4"], messages
     assert all("images/s" in m and "loss" in m for m in lines)
+
+
+def test_skipped_weight_gradients_leave_every_update_unchanged(tmp_path, monkeypatch):
+    """Generator steps do not compute the discriminator's weight gradients, nor encoder-only
+    steps the decoders' (they would be thrown away): pretraining's encoder step and both
+    end-to-end updates give bit-identical parameters with and without the skipping."""
+    from nl3dmm.training import loop
+
+    def run(name: str) -> dict[str, torch.Tensor]:
+        config = make_config("tiny", stage="both", steps=2, batch_size=2, ckpt_every=2, image_every=100,
+                             out=str(tmp_path / name))
+        train(config, data=ArrayData(**_arrays(4)), log=lambda *_: None)
+        checkpoint = list_checkpoints(tmp_path / name / "checkpoints")[0]
+        state = read_checkpoint(checkpoint)
+        assert (state["stage"], state["step"]) == ("finetune", 2), (state["stage"], state["step"])
+        return {**{f"model.{k}": v for k, v in state["model"].items()},
+                **{f"d.{k}": v for k, v in state["discriminator"].items()}}
+
+    frozen_seen = []
+    skipping = loop._weights_without_grads
+
+    def recording(params):
+        params = list(params)
+        frozen_seen.append(len(params))
+        return skipping(params)
+    monkeypatch.setattr(loop, "_weights_without_grads", recording)
+    skipped = run("skipped")
+    assert frozen_seen and min(frozen_seen) > 0, frozen_seen
+    monkeypatch.setattr(loop.Trainer, "not_stepped", lambda self, encoder_step: [])
+    computed = run("computed")
+    assert skipped.keys() == computed.keys()
+    differ = [k for k in skipped if not torch.equal(skipped[k], computed[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_weights_without_grads_restores_them_even_on_error():
+    from nl3dmm.training.loop import _weights_without_grads
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    with pytest.raises(RuntimeError):
+        with _weights_without_grads([a, b]):
+            assert not a.requires_grad
+            raise RuntimeError("inside")
+    assert a.requires_grad and not b.requires_grad

@@ -106,7 +106,23 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def _adam(params, lr: float, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=(config.beta1, 0.999), fused=device.type == "cuda")
+    # The fused kernel exists for CPU and CUDA: on 2 CPU cores it steps the 169M parameters of
+    # cvpr18 ~8x faster than the per-tensor loop (a third of a pretraining step otherwise).
+    return torch.optim.Adam(params, lr=lr, betas=(config.beta1, 0.999), fused=device.type in ("cpu", "cuda"))
+
+
+@contextlib.contextmanager
+def _weights_without_grads(params) -> Any:
+    """Autograd skips these parameters' weight gradients inside the block: a step that does not
+    update them would compute them only for the next zero_grad to throw away."""
+    frozen = [p for p in params if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _floats(terms: dict) -> dict[str, float]:
@@ -194,6 +210,15 @@ class Trainer:
         self.data, self.face_model, self.model = data, face_model, model
         self.discriminator, self.history, self.shape_targets = discriminator, history, shape_targets
         self.landmark_term = LandmarkTerm(face_model, model.config.image_size).to(run.device)
+
+    def not_stepped(self, encoder_step: bool) -> list[torch.nn.Parameter]:
+        """Parameters a generator step leaves alone: the discriminator's, and in an encoder-only
+        step the decoders'. Under DDP the decoders keep their gradients: its reducer expects every
+        parameter it was built with in every backward."""
+        params = list(self.discriminator.parameters()) if self.discriminator is not None else []
+        if encoder_step and self.run.world == 1:
+            params += [p for name, p in self.model.named_parameters() if not name.startswith("encoder.")]
+        return params
 
     # -- pieces of a step -------------------------------------------------------------------
     def batch(self, indices: np.ndarray, step: int | None = None) -> dict[str, torch.Tensor]:
@@ -286,13 +311,15 @@ class Trainer:
             loss, terms, image = objective(self.model, o, b, with_landmarks=False)
             rendered["fake"] = image.detach()
             return loss, terms
-        ok, terms, out, batch = self.step(net, optimizers["model"], full, micro, step)
+        with _weights_without_grads(self.not_stepped(encoder_step=False)):
+            ok, terms, out, batch = self.step(net, optimizers["model"], full, micro, step)
         if ok and self.discriminator is not None:
             terms["discriminator"] = self.discriminator_step(optimizers["discriminator"], batch["image"],
                                                              rendered["fake"])
-        ok_b, terms_b, _, _ = self.step(net, optimizers["encoder"],
-                                        lambda o, b: objective(self.model, o, b, with_landmarks=True)[:2], micro,
-                                        step)
+        with _weights_without_grads(self.not_stepped(encoder_step=True)):
+            ok_b, terms_b, _, _ = self.step(net, optimizers["encoder"],
+                                            lambda o, b: objective(self.model, o, b, with_landmarks=True)[:2],
+                                            micro, step)
         terms["landmarks"] = terms_b["landmarks"]
         return ok and ok_b, terms, out, batch
 
@@ -379,9 +406,10 @@ class Trainer:
                 micro = schedule.rank_micro_batches(step, run.rank, run.world, config.accumulate)
                 if stage == "pretrain" and config.landmark_step and step % 2 == 1:
                     # the authors' alternation: odd steps update the encoder only, on L0 plus landmarks
-                    ok, terms, out, batch = self.step(
-                        net, optimizers["encoder"], lambda o, b: pretrain_loss(self.model, o, b, self.landmark_term),
-                        micro, step)
+                    with _weights_without_grads(self.not_stepped(encoder_step=True)):
+                        ok, terms, out, batch = self.step(
+                            net, optimizers["encoder"],
+                            lambda o, b: pretrain_loss(self.model, o, b, self.landmark_term), micro, step)
                 elif stage == "pretrain":
                     ok, terms, out, batch = self.step(net, optimizers["model"],
                                                       lambda o, b: pretrain_loss(self.model, o, b), micro, step)
