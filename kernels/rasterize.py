@@ -22,7 +22,7 @@ import triton.language as tl
 from . import fixed_sum
 from .fixed_sum import scatter_add
 from .render_math import (EMPTY_KEY, clip_distance, fragment_key, guard_ratios, inside_clip_volume,
-                          load_clip_vertex, maximum_combine, minimum_combine, pixel_bounds,
+                          load_clip_vertex, maximum_combine, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
 from .runtime import cdiv, launch, pixel_block, triangle_tile
 
@@ -90,7 +90,7 @@ def _cover(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, t, active, zbuf_ptr, height
     y_lo = y_lo.to(tl.int32)
     box_w = tl.where(draws, x_hi.to(tl.int32) - x_lo + 1, 1)
     box_area = tl.where(draws, box_w * (y_hi.to(tl.int32) - y_lo + 1), 0)
-    largest = tl.reduce(box_area, 0, maximum_combine)
+    largest = tl.reduce(box_area, 0, tl.standard._elementwise_max)
     start = tl.full((), 0, tl.int32)
     while start < largest:
         k = start + tl.arange(0, PIXELS)[None, :]
@@ -129,22 +129,24 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
 @triton.jit
 def _column(block, select, fill):
     """The entry of each row of a (TRIS, 16) block where `select` holds, exactly (a minimum
-    over `fill` elsewhere, so -0.0 stays -0.0)."""
-    return tl.reduce(tl.where(select, block, fill), 1, minimum_combine)
+    over `fill` elsewhere, so -0.0 stays -0.0). Triton's own min combine, which the
+    interpreter runs as one numpy reduction (our combine functions it runs element by element:
+    50 s for a 72-triangle floor)."""
+    return tl.reduce(tl.where(select, block, fill), 1, tl.standard._elementwise_min)
 
 
 @triton.jit
 def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane: tl.constexpr, TRIS: tl.constexpr):
     """One Sutherland-Hodgman step (clip_triangle's loop body) on each lane's polygon, a row of
     the (TRIS, 16) blocks px_, py_, pz_, pw_ with n vertices: the clipped polygon and its size."""
-    m = tl.zeros((TRIS,), tl.int32)
+    m = tl.full((TRIS,), 0, tl.int32)
     nx = zero
     ny = zero
     nz = zero
     nw = zero
     # A convex polygon gains one vertex a plane, but rounding could add more: walk up to the
     # block's largest polygon (at most 9), exactly as the C++ loop walks n.
-    largest = tl.reduce(n, 0, maximum_combine)
+    largest = tl.reduce(n, 0, tl.standard._elementwise_max)
     for i in tl.static_range(9):
         if i < largest:
             use = i < n
@@ -209,10 +211,10 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
              & inside_clip_volume(x1, y1, z1, w1, height, width)
              & inside_clip_volume(x2, y2, z2, w2, height, width))
     clip = live & ~whole
-    if tl.reduce(clip.to(tl.int32), 0, maximum_combine) > 0:
+    if tl.reduce(clip.to(tl.int32), 0, tl.standard._elementwise_max) > 0:
         gx, gy = guard_ratios(height, width)
         slot = tl.arange(0, 16)[None, :]
-        zero = tl.zeros((TRIS, 16), tl.float64)
+        zero = tl.full((TRIS, 16), 0.0, tl.float64)
         px_ = tl.where(slot == 0, x0[:, None], tl.where(slot == 1, x1[:, None], tl.where(slot == 2, x2[:, None], zero)))
         py_ = tl.where(slot == 0, y0[:, None], tl.where(slot == 1, y1[:, None], tl.where(slot == 2, y2[:, None], zero)))
         pz_ = tl.where(slot == 0, z0[:, None], tl.where(slot == 1, z1[:, None], tl.where(slot == 2, z2[:, None], zero)))
@@ -221,19 +223,19 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
         for plane in tl.static_range(6):
             # Planes no polygon vertex of the block is outside of change nothing: skipped.
             dist = clip_distance(px_, py_, pz_, pw_, plane, gx, gy)
-            outside = tl.sum(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1)
-            if tl.reduce(outside, 0, maximum_combine) > 0:
+            outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1, tl.standard._elementwise_max)
+            if tl.reduce(outside, 0, tl.standard._elementwise_max) > 0:
                 px_, py_, pz_, pw_, n = _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy,
                                                     plane, TRIS)
         # Unused slots hold w = 0: project_vertex marks them invalid without dividing.
         _, _, dep, fxs, fys, ok = project_vertex(px_, py_, pz_, pw_, height, width)
-        bad = tl.sum(((slot < n[:, None]) & ~ok).to(tl.int32), 1)
+        bad = tl.reduce(((slot < n[:, None]) & ~ok).to(tl.int32), 1, tl.standard._elementwise_max)
         clip = clip & (bad == 0)
         big = 0x7FFFFFFFFFFFFFFF
         fxa = _column(fxs, slot == 0, big)
         fya = _column(fys, slot == 0, big)
         da_ = _column(dep, slot == 0, float("inf"))
-        largest = tl.reduce(tl.where(clip, n, 0), 0, maximum_combine)
+        largest = tl.reduce(tl.where(clip, n, 0), 0, tl.standard._elementwise_max)
         for k in tl.static_range(1, 8):
             sel_b = slot == k
             sel_c = slot == k + 1
@@ -311,8 +313,11 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, cul
     # fragments is rounded exactly as in the C++ kernels and the reference.
     launch(_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height, width,
            CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
+    # Clipped triangles are few and large (a sub-triangle can span the image): the interpreter,
+    # which pays per operation, walks them in wider steps; the GPU keeps the main kernel's tile.
+    clip_pixels = pixels if pos.device.type == "cuda" else 1024
     launch(_clipped_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height,
-           width, CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
+           width, CULL=bool(cull_backfaces), TRIS=tris, PIXELS=clip_pixels, enable_fp_fusion=False)
     block = pixel_block(pos.device, height * width)
     launch(_resolve_kernel, (cdiv(height * width, block), B), pos.device, pos, tri, zbuf, out, V,
            height, width, BLOCK=block, enable_fp_fusion=False)

@@ -35,13 +35,6 @@ WRAP = tl.constexpr(constants.BOUNDARY_MODES["wrap"])
 
 
 @triton.jit
-def minimum_combine(a, b):
-    """tl.reduce combine: the minimum (of one value and +inf fillers it extracts a column
-    exactly, -0.0 included, where a sum would turn -0.0 into 0.0)."""
-    return tl.minimum(a, b)
-
-
-@triton.jit
 def maximum_combine(a, b):
     """Combine function for tl.reduce (tl.max is a @triton.jit helper the interpreter cannot
     call from a kernel chosen at run time, see kernels/runtime.py)."""

@@ -271,7 +271,7 @@ def test_kernels_compile_for_the_gpu():
     variants = {}
     for kernel, args, meta in static_checks.gpu_launch_variants():
         variants[(kernel, tuple(sorted(meta.items())))] = (kernel, args, meta)  # float64 last
-    assert len({kernel for kernel, _ in variants}) == 11, "expected all eleven kernels"
+    assert len({kernel for kernel, _ in variants}) == 12, "expected all twelve kernels"
     cuda = torch.device("cuda")
     for kernel, args, meta in variants.values():
         if "BLOCK" in meta:
