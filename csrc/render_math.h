@@ -48,7 +48,7 @@ constexpr double kGuardBandPixels = 1048576.0;
 // The clip planes: near, far and the four guard band planes; a clipped triangle is a convex
 // polygon of at most 3 + 6 vertices.
 constexpr int kClipPlanes = 6;
-constexpr int kMaxClipVertices = 3 + kClipPlanes;
+constexpr int kMaxClipVertices = 9;  // 3 + kClipPlanes
 constexpr uint64_t kEmptyKey = ~0ull;
 // Triangle ids are stored as float32 (id + 1) in the raster; beyond 2^24 they would round.
 constexpr int64_t kMaxTriangles = (1ll << 24) - 1;
@@ -265,8 +265,8 @@ NL_HD void raster_clipped_triangle(const ClipVertex v[3], int height, int width,
     for (int k = 0; k < n; ++k) {
         s[k] = project_vertex(poly[k].x, poly[k].y, poly[k].z, poly[k].w, height, width);
         // Inside the volume w >= |z| >= 0 and the guard planes keep x / w within half the band:
-        // only a polygon through the eye itself (w ~ 0 at x = y = z = 0) fails, and it is
-        // seen edge-on, so it draws nothing anyway.
+        // only a vertex at 0 <= w < kMinW fails (its 1/w would overflow float32), and that
+        // drops the triangle, as it did before clipping.
         if (!s[k].valid) return;
     }
     for (int k = 1; k + 1 < n; ++k) {

@@ -21,12 +21,14 @@ import triton.language as tl
 
 from . import fixed_sum
 from .fixed_sum import scatter_add
-from .render_math import (EMPTY_KEY, clip_distance, fragment_key, guard_ratios, inside_clip_volume,
-                          load_clip_vertex, maximum_combine, pixel_bounds,
+from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distance, fragment_key,
+                          guard_ratios, inside_clip_volume, load_clip_vertex, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
 from .runtime import cdiv, launch, pixel_block, triangle_tile
 
 _EMPTY = torch.iinfo(torch.int64).max
+INF = tl.constexpr(float("inf"))  # the filler _column takes the minimum over
+BIG = tl.constexpr(torch.iinfo(torch.int64).max)  # its integer counterpart
 
 
 @triton.jit
@@ -147,30 +149,30 @@ def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane: tl.constexpr, 
     # A convex polygon gains one vertex a plane, but rounding could add more: walk up to the
     # block's largest polygon (at most 9), exactly as the C++ loop walks n.
     largest = tl.reduce(n, 0, tl.standard._elementwise_max)
-    for i in tl.static_range(9):
+    for i in tl.static_range(MAX_CLIP_VERTICES):
         if i < largest:
             use = i < n
             j = tl.where(i + 1 == n, 0, i + 1)
             sel_p = slot == i
             sel_q = slot == j[:, None]
-            ax = _column(px_, sel_p, float("inf"))
-            ay = _column(py_, sel_p, float("inf"))
-            az = _column(pz_, sel_p, float("inf"))
-            aw = _column(pw_, sel_p, float("inf"))
-            bx = _column(px_, sel_q, float("inf"))
-            by = _column(py_, sel_q, float("inf"))
-            bz = _column(pz_, sel_q, float("inf"))
-            bw = _column(pw_, sel_q, float("inf"))
+            ax = _column(px_, sel_p, INF)
+            ay = _column(py_, sel_p, INF)
+            az = _column(pz_, sel_p, INF)
+            aw = _column(pw_, sel_p, INF)
+            bx = _column(px_, sel_q, INF)
+            by = _column(py_, sel_q, INF)
+            bz = _column(pz_, sel_q, INF)
+            bw = _column(pw_, sel_q, INF)
             da = clip_distance(ax, ay, az, aw, plane, gx, gy)
             db = clip_distance(bx, by, bz, bw, plane, gx, gy)
-            keep = use & (da >= 0.0) & (m < 9)
+            keep = use & (da >= 0.0) & (m < MAX_CLIP_VERTICES)
             put = (slot == m[:, None]) & keep[:, None]
             nx = tl.where(put, ax[:, None], nx)
             ny = tl.where(put, ay[:, None], ny)
             nz = tl.where(put, az[:, None], nz)
             nw = tl.where(put, aw[:, None], nw)
             m += keep.to(tl.int32)
-            cross = use & ((da >= 0.0) != (db >= 0.0)) & (m < 9)
+            cross = use & ((da >= 0.0) != (db >= 0.0)) & (m < MAX_CLIP_VERTICES)
             # From the inside end (clip_edge), so shared edges are cut identically.
             first = da >= 0.0
             sx_ = tl.where(first, ax, bx)
@@ -220,10 +222,11 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
         pz_ = tl.where(slot == 0, z0[:, None], tl.where(slot == 1, z1[:, None], tl.where(slot == 2, z2[:, None], zero)))
         pw_ = tl.where(slot == 0, w0[:, None], tl.where(slot == 1, w1[:, None], tl.where(slot == 2, w2[:, None], zero)))
         n = tl.full((TRIS,), 3, tl.int32)
-        for plane in tl.static_range(6):
+        for plane in tl.static_range(CLIP_PLANES):
             # Planes no polygon vertex of the block is outside of change nothing: skipped.
             dist = clip_distance(px_, py_, pz_, pw_, plane, gx, gy)
-            outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1, tl.standard._elementwise_max)
+            outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1,
+                                tl.standard._elementwise_max)
             if tl.reduce(outside, 0, tl.standard._elementwise_max) > 0:
                 px_, py_, pz_, pw_, n = _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy,
                                                     plane, TRIS)
@@ -231,18 +234,17 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
         _, _, dep, fxs, fys, ok = project_vertex(px_, py_, pz_, pw_, height, width)
         bad = tl.reduce(((slot < n[:, None]) & ~ok).to(tl.int32), 1, tl.standard._elementwise_max)
         clip = clip & (bad == 0)
-        big = 0x7FFFFFFFFFFFFFFF
-        fxa = _column(fxs, slot == 0, big)
-        fya = _column(fys, slot == 0, big)
-        da_ = _column(dep, slot == 0, float("inf"))
+        fxa = _column(fxs, slot == 0, BIG)
+        fya = _column(fys, slot == 0, BIG)
+        da_ = _column(dep, slot == 0, INF)
         largest = tl.reduce(tl.where(clip, n, 0), 0, tl.standard._elementwise_max)
-        for k in tl.static_range(1, 8):
+        for k in tl.static_range(1, MAX_CLIP_VERTICES - 1):
             sel_b = slot == k
             sel_c = slot == k + 1
-            if k + 1 < largest:
-                    _cover(fxa, fya, _column(fxs, sel_b, big), _column(fys, sel_b, big),
-                       _column(fxs, sel_c, big), _column(fys, sel_c, big), da_,
-                       _column(dep, sel_b, float("inf")), _column(dep, sel_c, float("inf")), t,
+            if k + 1 < largest:  # fans no polygon of the block has are skipped
+                _cover(fxa, fya, _column(fxs, sel_b, BIG), _column(fys, sel_b, BIG),
+                       _column(fxs, sel_c, BIG), _column(fys, sel_c, BIG), da_,
+                       _column(dep, sel_b, INF), _column(dep, sel_c, INF), t,
                        clip & (k + 1 < n), zbuf_ptr, height, width, CULL, PIXELS)
 
 

@@ -26,19 +26,14 @@ SUBPIXEL_SCALE = tl.constexpr(float(constants.SUBPIXEL_SCALE))  # fixed point in
 PIXEL_CENTRE = tl.constexpr(constants.SUBPIXEL_SCALE // 2)  # a pixel centre in fixed point
 GUARD_BAND = tl.constexpr(float(constants.GUARD_BAND_PIXELS))  # edge functions stay in int64
 MIN_W = tl.constexpr(constants.MIN_W)  # smaller w: behind the eye (1/w would overflow float32)
+CLIP_PLANES = tl.constexpr(constants.CLIP_PLANES)  # near, far, four guard band planes
+MAX_CLIP_VERTICES = tl.constexpr(constants.MAX_CLIP_VERTICES)  # a clipped triangle's polygon
 # The z-buffer holds ((sortable depth bits - 2^31) << 32) | triangle as a *signed* int64 (the
 # GPU's atomic_min is signed), i.e. render_math.h's unsigned key shifted by -2^63: same order.
 EMPTY_KEY = tl.constexpr(0x7FFFFFFFFFFFFFFF)
 CLAMP = tl.constexpr(constants.BOUNDARY_MODES["clamp"])  # BoundaryMode
 ZERO = tl.constexpr(constants.BOUNDARY_MODES["zero"])
 WRAP = tl.constexpr(constants.BOUNDARY_MODES["wrap"])
-
-
-@triton.jit
-def maximum_combine(a, b):
-    """Combine function for tl.reduce (tl.max is a @triton.jit helper the interpreter cannot
-    call from a kernel chosen at run time, see kernels/runtime.py)."""
-    return tl.maximum(a, b)
 
 
 # ---- coverage: projection, fixed-point edge functions, fill rule, depth key ---------------
@@ -445,14 +440,6 @@ def crossing_distance_backward(px, py, pw, qx, qy, qw, ca, cb, step, height, wid
     gwp = -(gxp * px + gyp * py) * inv_wp
     gwq = -(gxq * qx + gyq * qy) * inv_wq
     return gxp, gyp, gwp, gxq, gyq, gwq
-
-
-@triton.jit
-def is_silhouette_edge(px, py, qx, qy, own_x, own_y, has_other, other_x, other_y):
-    """is_silhouette_edge: no drawable triangle across, or it folds back onto this side."""
-    own = edge(px, py, qx, qy, own_x, own_y)
-    other = edge(px, py, qx, qy, other_x, other_y)
-    return (~has_other) | tl.where(own > 0.0, other >= 0.0, other <= 0.0)
 
 
 @triton.jit

@@ -10,9 +10,10 @@ outside of the scope of a kernel"). `interpreted()` therefore rebuilds the kerne
 its module globals in which every @triton.jit helper is itself interpreted, recursively. The
 helpers of triton.language that are themselves @triton.jit functions (tl.sum, tl.max, tl.zeros,
 tl.cdiv, ...) cannot be rebuilt that way, so the kernels use only builtins (tl.full, tl.where,
-tl.maximum, tl.reduce with our own combine function, ...). Triton 3.6's interpreter (numpy 2.4)
-also cannot use a tensor as a range() bound, so data-dependent loops are while loops and the
-channel counts are constexpr. With TRITON_INTERPRET=1 set anyway, every kernel already is an
+tl.maximum, tl.reduce with triton.language.standard's combine functions, which the
+interpreter runs as one numpy reduction where a combine function of ours runs element by
+element, ...). Triton 3.6's interpreter (numpy 2.4) also cannot use a tensor as a range()
+bound, so data-dependent loops are while loops and the channel counts are constexpr. With TRITON_INTERPRET=1 set anyway, every kernel already is an
 InterpretedFunction and runs as is. Written for, and tested with, Triton 3.6 and 3.9.
 
 The interpreter costs milliseconds per program whatever the block size (it runs one numpy

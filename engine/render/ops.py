@@ -42,8 +42,8 @@ Limits
 * Clipping and resolving run in float64 (float32 positions are converted exactly first), so
   float32 inputs lose only the final rounding of the outputs, near the clip plane too.
   Float64 coordinates beyond about 1e150 overflow the products of the homogeneous formula.
-* A clipped polygon vertex with w below the smallest normal float32 (1.18e-38) drops the
-  triangle: it passes through the eye and is seen edge-on.
+* A vertex (or clipped polygon vertex) inside the clip volume with w below the smallest
+  normal float32 (1.18e-38) drops its triangle in every dtype: its 1/w would overflow.
 * ``antialias`` does not blend at the edges of a clipped front triangle (it skips pairs whose
   front triangle has a vertex behind the eye or beyond 2^20 px); interior edges next to a
   clipped triangle are recognised as such.

@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from ..constants import ANTIALIAS_SLACK, BOUNDARY_MODES, GUARD_BAND_PIXELS, MIN_W, SUBPIXEL_SCALE
+from ..constants import (ANTIALIAS_SLACK, BOUNDARY_MODES, CLIP_PLANES, GUARD_BAND_PIXELS, MAX_CLIP_VERTICES,
+                         MIN_W, SUBPIXEL_SCALE)
 
 SUBPIXEL = SUBPIXEL_SCALE
 HALF = SUBPIXEL_SCALE // 2  # a pixel centre's offset in fixed point
@@ -66,17 +67,18 @@ def clip_triangle(v: list[tuple], height: int, width: int) -> list[tuple]:
     vertices, [] when nothing is left."""
     gx, gy = GUARD_BAND / width, GUARD_BAND / height
     poly = list(v)
-    for plane in range(6):
+    for plane in range(CLIP_PLANES):
         out = []
         n = len(poly)
         for i in range(n):
             p, q = poly[i], poly[(i + 1) % n]
             dp, dq = _clip_distance(p, plane, gx, gy), _clip_distance(q, plane, gx, gy)
-            if dp >= 0.0:
+            # The kernels' bound on the polygon (never reached by a convex one), checked the same way.
+            if dp >= 0.0 and len(out) < MAX_CLIP_VERTICES:
                 out.append(p)
-            if (dp >= 0.0) != (dq >= 0.0):
+            if (dp >= 0.0) != (dq >= 0.0) and len(out) < MAX_CLIP_VERTICES:
                 out.append(_clip_edge(p, dp, q, dq) if dp >= 0.0 else _clip_edge(q, dq, p, dp))
-        poly = out[:9]
+        poly = out
         if not poly:
             return []
     return poly
