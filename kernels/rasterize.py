@@ -21,7 +21,7 @@ import triton.language as tl
 
 from . import fixed_sum
 from .fixed_sum import scatter_add
-from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distance, fragment_key,
+from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distance_of, fragment_key,
                           guard_ratios, inside_clip_volume, load_clip_vertex, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
 from .runtime import cdiv, launch, pixel_block, triangle_tile
@@ -138,7 +138,7 @@ def _column(block, select, fill):
 
 
 @triton.jit
-def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane: tl.constexpr, TRIS: tl.constexpr):
+def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane, TRIS: tl.constexpr):
     """One Sutherland-Hodgman step (clip_triangle's loop body) on each lane's polygon, a row of
     the (TRIS, 16) blocks px_, py_, pz_, pw_ with n vertices: the clipped polygon and its size."""
     m = tl.full((TRIS,), 0, tl.int32)
@@ -149,7 +149,7 @@ def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane: tl.constexpr, 
     # A convex polygon gains one vertex a plane, but rounding could add more: walk up to the
     # block's largest polygon (at most 9), exactly as the C++ loop walks n.
     largest = tl.reduce(n, 0, tl.standard._elementwise_max)
-    for i in tl.static_range(MAX_CLIP_VERTICES):
+    for i in range(MAX_CLIP_VERTICES):  # a loop, not unrolled: the compiler took > 20 min
         if i < largest:
             use = i < n
             j = tl.where(i + 1 == n, 0, i + 1)
@@ -163,8 +163,8 @@ def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane: tl.constexpr, 
             by = _column(py_, sel_q, INF)
             bz = _column(pz_, sel_q, INF)
             bw = _column(pw_, sel_q, INF)
-            da = clip_distance(ax, ay, az, aw, plane, gx, gy)
-            db = clip_distance(bx, by, bz, bw, plane, gx, gy)
+            da = clip_distance_of(ax, ay, az, aw, plane, gx, gy)
+            db = clip_distance_of(bx, by, bz, bw, plane, gx, gy)
             keep = use & (da >= 0.0) & (m < MAX_CLIP_VERTICES)
             put = (slot == m[:, None]) & keep[:, None]
             nx = tl.where(put, ax[:, None], nx)
@@ -222,9 +222,9 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
         pz_ = tl.where(slot == 0, z0[:, None], tl.where(slot == 1, z1[:, None], tl.where(slot == 2, z2[:, None], zero)))
         pw_ = tl.where(slot == 0, w0[:, None], tl.where(slot == 1, w1[:, None], tl.where(slot == 2, w2[:, None], zero)))
         n = tl.full((TRIS,), 3, tl.int32)
-        for plane in tl.static_range(CLIP_PLANES):
+        for plane in range(CLIP_PLANES):
             # Planes no polygon vertex of the block is outside of change nothing: skipped.
-            dist = clip_distance(px_, py_, pz_, pw_, plane, gx, gy)
+            dist = clip_distance_of(px_, py_, pz_, pw_, plane, gx, gy)
             outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1,
                                 tl.standard._elementwise_max)
             if tl.reduce(outside, 0, tl.standard._elementwise_max) > 0:
@@ -238,7 +238,7 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
         fya = _column(fys, slot == 0, BIG)
         da_ = _column(dep, slot == 0, INF)
         largest = tl.reduce(tl.where(clip, n, 0), 0, tl.standard._elementwise_max)
-        for k in tl.static_range(1, MAX_CLIP_VERTICES - 1):
+        for k in range(1, MAX_CLIP_VERTICES - 1):
             sel_b = slot == k
             sel_c = slot == k + 1
             if k + 1 < largest:  # fans no polygon of the block has are skipped

@@ -81,6 +81,17 @@ def clip_distance(x, y, z, w, PLANE: tl.constexpr, gx, gy):
 
 
 @triton.jit
+def clip_distance_of(x, y, z, w, plane, gx, gy):
+    """clip_distance for a run-time plane index (a loop variable): the same six formulas,
+    selected, so a kernel can loop over the planes instead of unrolling them."""
+    d = tl.where(plane == 4, gy * w - y, gy * w + y)
+    d = tl.where(plane == 3, gx * w + x, d)
+    d = tl.where(plane == 2, gx * w - x, d)
+    d = tl.where(plane == 1, w - z, d)
+    return tl.where(plane == 0, w + z, d)
+
+
+@triton.jit
 def guard_ratios(height, width):
     """(gx, gy) = 2^20 / (W, H) in float64, the guard band planes' slopes (guard_ratio)."""
     gx = tl.full((), GUARD_BAND, tl.float64) / width
