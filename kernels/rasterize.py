@@ -24,7 +24,7 @@ from .fixed_sum import scatter_add
 from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distance_of, fragment_key,
                           guard_ratios, inside_clip_volume, load_clip_vertex, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
-from .runtime import cdiv, launch, pixel_block, triangle_tile
+from .runtime import cdiv, clip_triangle_tile, launch, pixel_block, triangle_tile
 
 _EMPTY = torch.iinfo(torch.int64).max
 INF = tl.constexpr(float("inf"))  # the filler _column takes the minimum over
@@ -315,11 +315,9 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, cul
     # fragments is rounded exactly as in the C++ kernels and the reference.
     launch(_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height, width,
            CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
-    # Clipped triangles are few and large (a sub-triangle can span the image): the interpreter,
-    # which pays per operation, walks them in wider steps; the GPU keeps the main kernel's tile.
-    clip_pixels = pixels if pos.device.type == "cuda" else 1024
+    tris, pixels = clip_triangle_tile(pos.device, F)
     launch(_clipped_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height,
-           width, CULL=bool(cull_backfaces), TRIS=tris, PIXELS=clip_pixels, enable_fp_fusion=False)
+           width, CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
     block = pixel_block(pos.device, height * width)
     launch(_resolve_kernel, (cdiv(height * width, block), B), pos.device, pos, tri, zbuf, out, V,
            height, width, BLOCK=block, enable_fp_fusion=False)

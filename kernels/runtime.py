@@ -101,6 +101,14 @@ def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
     return min(64, triton.next_power_of_2(num_triangles)), 64
 
 
+
+def clip_triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
+    """(triangles, pixels) per step of the clipped-triangle coverage kernel. Clipped triangles
+    are few and large (a sub-triangle can span the image), so the interpreter, which pays per
+    operation, walks them 1024 pixels a step; the GPU keeps triangle_tile's."""
+    tris, pixels = triangle_tile(device, num_triangles)
+    return tris, (pixels if device.type == "cuda" else 1024)
+
 _POINTER_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int32: "*i32",
                   torch.int64: "*i64"}
 
