@@ -65,7 +65,9 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     for (int k = 0; k < 3; ++k) {
         const T* v = pos_b + (int64_t)corners[k] * 4;
         s[k] = project_vertex(v[0], v[1], v[2], v[3], H, W);
-        if (!s[k].valid) return pair;  // not drawable: rast did not come from these vertices
+        // A clipped front triangle (a vertex behind the eye or beyond the guard band) gets
+        // no antialiasing: its edges would need the clipped polygon's, not its vertices'.
+        if (!s[k].valid) return pair;
     }
     const int front_row = row + (pair.front && down ? 1 : 0);
     const int front_col = col + (pair.front && !down ? 1 : 0);
@@ -98,13 +100,20 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
         return pair;
     }
     ScreenVertex o{};
+    bool silhouette = true;
     if (other >= 0) {
         const T* v = pos_b + (int64_t)other * 4;
         o = project_vertex(v[0], v[1], v[2], v[3], H, W);
+        if (o.valid) {
+            silhouette = is_silhouette_edge(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y,
+                                            true, o.x, o.y);
+        } else {  // the neighbour is drawn clipped: its side from the homogeneous vertex
+            const double own = edge_real(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y);
+            const double side = homogeneous_side(s[i].x, s[i].y, s[j].x, s[j].y, v[0], v[1], v[3], H, W);
+            silhouette = own > 0.0 ? side >= 0.0 : side <= 0.0;
+        }
     }
-    if (!is_silhouette_edge(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y,
-                            other >= 0 && o.valid, o.x, o.y))
-        return pair;
+    if (!silhouette) return pair;
     pair.hit = true;
     pair.triangle = f;
     pair.edge = edge;

@@ -11,13 +11,21 @@
 //  * Coverage is decided on vertex positions snapped to 1/256 pixel, with exact 64-bit integer
 //    edge functions: a shared edge is owned by exactly one of its two triangles (top-left style
 //    rule), so meshes are watertight and no pixel is drawn twice by one surface.
-//  * Depth is z/w; a fragment is kept when -1 <= depth <= 1 and every vertex has w > 0. The
-//    nearest fragment (smallest depth) wins; equal depths go to the smaller triangle index.
-//    This is the packed key (sortable float depth bits << 32 | triangle index), minimised.
+//  * Depth is z/w; a fragment is kept when -1 <= depth <= 1. The nearest fragment (smallest
+//    depth) wins; equal depths go to the smaller triangle index. This is the packed key
+//    (sortable float depth bits << 32 | triangle index), minimised.
+//  * Clipping: a triangle with every vertex inside the clip volume (-w <= z <= w, and x, y
+//    within the guard band planes |x| <= gx w, |y| <= gy w, gx = 2^20 / W, gy = 2^20 / H) is
+//    drawn as it is. Any other triangle is clipped in clip space against those six planes
+//    (Sutherland-Hodgman) and the polygon is fanned into sub-triangles that keep the original
+//    triangle's id. This replaces dropping: a vertex behind the eye (w <= 0) or far outside the
+//    image no longer hides its triangle. The decision uses the same plane distances as the
+//    clipper, so an edge between two inside vertices is never cut: neighbours stay watertight.
 //  * Front faces are counter-clockwise in clip space (x right, y up): signed area > 0.
 //  * Output barycentrics are perspective-correct and recomputed in double precision from the
-//    unsnapped positions, so they are a smooth function of pos (that is what backward
-//    differentiates).
+//    unsnapped clip-space vertices of the original triangle with the 2D-homogeneous formula
+//    (resolve_pixel), valid whatever the signs of w, so they are a smooth function of pos
+//    (that is what backward differentiates), for clipped triangles too.
 #pragma once
 
 #include <cmath>
@@ -33,9 +41,14 @@ namespace nl3dmm {
 
 constexpr int kSubpixelBits = 8;
 constexpr double kSubpixelScale = 256.0;  // 1 << kSubpixelBits
-// Vertices farther than this many pixels outside the image drop their triangle; it keeps the
-// fixed-point edge functions ((2^20 * 2^8)^2 = 2^56) inside int64.
+// The guard band: snapped vertices stay within this many pixels of the image, which keeps the
+// fixed-point edge functions ((2^20 * 2^8)^2 = 2^56) inside int64. Triangles reaching beyond
+// half of it (the clip planes |x| <= (2^20 / W) w) are clipped.
 constexpr double kGuardBandPixels = 1048576.0;
+// The clip planes: near, far and the four guard band planes; a clipped triangle is a convex
+// polygon of at most 3 + 6 vertices.
+constexpr int kClipPlanes = 6;
+constexpr int kMaxClipVertices = 9;  // 3 + kClipPlanes
 constexpr uint64_t kEmptyKey = ~0ull;
 // Triangle ids are stored as float32 (id + 1) in the raster; beyond 2^24 they would round.
 constexpr int64_t kMaxTriangles = (1ll << 24) - 1;
@@ -49,7 +62,35 @@ struct ScreenVertex {
     double inv_w;   // 1 / w
     int64_t fx, fy; // snapped position, 1/256 pixel
     bool valid;     // w > 0, finite, inside the guard band
+    bool inside;    // inside every clip plane (clip_distance >= 0) and w >= kMinW
 };
+
+struct ClipVertex {
+    double x, y, z, w;
+};
+
+// Signed distance of v to clip plane `plane` (>= 0: inside): 0 near (z >= -w), 1 far (z <= w),
+// 2..5 the guard band planes x <= gx w, -x <= gx w, y <= gy w, -y <= gy w.
+NL_HD double clip_distance(double x, double y, double z, double w, int plane, double gx, double gy) {
+    switch (plane) {
+        case 0: return w + z;
+        case 1: return w - z;
+        case 2: return gx * w - x;
+        case 3: return gx * w + x;
+        case 4: return gy * w - y;
+        default: return gy * w + y;
+    }
+}
+
+// The guard band planes' slopes: |x / w| <= 2^20 / W keeps screen x within 2^19 + W / 2 px.
+NL_HD double guard_ratio(int size) { return kGuardBandPixels / (double)size; }
+
+NL_HD bool inside_clip_volume(double x, double y, double z, double w, int height, int width) {
+    const double gx = guard_ratio(width), gy = guard_ratio(height);
+    bool in = w >= kMinW;
+    for (int k = 0; k < kClipPlanes; ++k) in = in && clip_distance(x, y, z, w, k, gx, gy) >= 0.0;
+    return in;
+}
 
 // floor() as an integer without a libm call (x86-64 baseline has no SSE4.1 round).
 NL_HD int64_t floor_to_int(double x) {
@@ -67,6 +108,7 @@ NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int he
     v.valid = v.valid && fabs(v.x) < kGuardBandPixels && fabs(v.y) < kGuardBandPixels;
     v.fx = v.valid ? floor_to_int(v.x * kSubpixelScale + 0.5) : 0;
     v.fy = v.valid ? floor_to_int(v.y * kSubpixelScale + 0.5) : 0;
+    v.inside = inside_clip_volume(x, y, z, w, height, width);
     return v;
 }
 
@@ -167,115 +209,164 @@ NL_HD uint64_t fragment_key(const TriangleSetup& t, int row, int col, uint32_t t
     return ((uint64_t)sortable_float_bits(depth32) << 32) | (uint64_t)triangle;
 }
 
-// The raster values of pixel (row, col) covered by triangle (v0, v1, v2): perspective-correct
-// barycentrics b0, b1 and the screen-linear depth, from the unsnapped positions.
+// ---- clipping -----------------------------------------------------------------------------
+
+// Where segment p -> q crosses a plane, from p's inside distance dp >= 0 and q's outside one
+// dq < 0. Always called with the inside end first, so two triangles that share an edge (and
+// walk it in opposite directions) cut it at bit-identical points: the mesh stays watertight.
+NL_HD ClipVertex clip_edge(const ClipVertex& p, double dp, const ClipVertex& q, double dq) {
+    const double t = dp / (dp - dq);
+    return ClipVertex{p.x + t * (q.x - p.x), p.y + t * (q.y - p.y), p.z + t * (q.z - p.z),
+                      p.w + t * (q.w - p.w)};
+}
+
+// Sutherland-Hodgman against the six clip planes: the polygon (at most kMaxClipVertices, in the
+// triangle's order) of the part of the triangle inside the clip volume; returns its size (0
+// when nothing is left). A vertex on a plane counts as inside. A convex polygon gains at most
+// one vertex per plane; the bound is checked anyway, so rounding can never write past `out`.
+NL_HD int clip_triangle(const ClipVertex v[3], int height, int width, ClipVertex out[kMaxClipVertices]) {
+    const double gx = guard_ratio(width), gy = guard_ratio(height);
+    ClipVertex buf[kMaxClipVertices];
+    ClipVertex* src = out;
+    ClipVertex* dst = buf;
+    for (int k = 0; k < 3; ++k) src[k] = v[k];
+    int n = 3;
+    for (int plane = 0; plane < kClipPlanes; ++plane) {
+        int m = 0;
+        for (int i = 0; i < n; ++i) {
+            const ClipVertex& p = src[i];
+            const ClipVertex& q = src[i + 1 == n ? 0 : i + 1];
+            const double dp = clip_distance(p.x, p.y, p.z, p.w, plane, gx, gy);
+            const double dq = clip_distance(q.x, q.y, q.z, q.w, plane, gx, gy);
+            if (dp >= 0.0 && m < kMaxClipVertices) dst[m++] = p;
+            if ((dp >= 0.0) != (dq >= 0.0) && m < kMaxClipVertices)
+                dst[m++] = dp >= 0.0 ? clip_edge(p, dp, q, dq) : clip_edge(q, dq, p, dp);
+        }
+        n = m;
+        ClipVertex* t = src;
+        src = dst;
+        dst = t;
+        if (n == 0) return 0;
+    }
+    // Six planes: the result is back in `out`.
+    return n;
+}
+
+// Coverage of a triangle that is not inside the clip volume: its clipped polygon, fanned from
+// its first vertex into sub-triangles rasterized like any other (snapped, fill rule, depth
+// range), all under the original triangle's id. emit(row, col, key) for each covered pixel of
+// rows [r0, r1]. Sub-triangles of one fan share edges, so no pixel is covered twice.
+template <typename Emit>
+NL_HD void raster_clipped_triangle(const ClipVertex v[3], int height, int width, bool cull, int r0,
+                                   int r1, uint32_t triangle, Emit&& emit) {
+    ClipVertex poly[kMaxClipVertices];
+    const int n = clip_triangle(v, height, width, poly);
+    ScreenVertex s[kMaxClipVertices];
+    for (int k = 0; k < n; ++k) {
+        s[k] = project_vertex(poly[k].x, poly[k].y, poly[k].z, poly[k].w, height, width);
+        // Inside the volume w >= |z| >= 0 and the guard planes keep x / w within half the band:
+        // only a vertex at 0 <= w < kMinW fails (its 1/w would overflow float32), and that
+        // drops the triangle, as it did before clipping.
+        if (!s[k].valid) return;
+    }
+    for (int k = 1; k + 1 < n; ++k) {
+        PixelBounds pb = pixel_bounds(s[0], s[k], s[k + 1], height, width);
+        pb.y0 = pb.y0 > r0 ? pb.y0 : r0;
+        pb.y1 = pb.y1 < r1 ? pb.y1 : r1;
+        if (pb.empty()) continue;
+        TriangleSetup t;
+        if (!setup_triangle(s[0], s[k], s[k + 1], cull, t)) continue;
+        for (int r = pb.y0; r <= pb.y1; ++r)
+            for (int c = pb.x0; c <= pb.x1; ++c) {
+                const uint64_t key = fragment_key(t, r, c, triangle);
+                if (key != kEmptyKey) emit(r, c, key);
+            }
+    }
+}
+
+// ---- resolve: barycentrics and depth of the original triangle at a pixel -------------------
+// 2D-homogeneous (Olano-Greer) form, valid whatever the signs of w: with the vertices scaled
+// to screen units, X_k = (x_k + w_k) W / 2 (= screen x times w), and the pixel centre p,
+// a_k = (X_k - px w_k, Y_k - py w_k) = w_k (screen_k - p). The point of the triangle seen at p
+// has weights b with sum b_k a_k = 0, so b_k ~ cross(a_i, a_j) (i, j = k+1, k+2), normalised
+// to sum 1; its depth is sum b_k z_k / sum b_k w_k. For w > 0 these are the usual
+// perspective-correct barycentrics (cross(a_i, a_j) = w_i w_j e_k(p), ~ e_k / w_k) and the
+// screen-linear z / w.
+
+// The raster values of pixel (row, col): perspective-correct barycentrics b0, b1 and the depth.
 struct PixelSample {
     double b0, b1, depth;
 };
 
-struct ClipVertex {
-    double x, y, z, w;
+struct HomogeneousPixel {
+    double ax[3], ay[3];  // a_k
+    double cross[3];      // cross(a_i, a_j), unnormalised b_k
+    double sum;           // cross[0] + cross[1] + cross[2]; 0: the triangle is seen edge-on
+    double b[3];          // normalised (1/3 each when sum is 0)
+    double num, den;      // sum b_k z_k, sum b_k w_k
+    double depth;         // num / den (0 when den is 0: p sees the triangle's horizon)
+    double px, py, hx, hy;
 };
 
-// From the vertices' projections (project_vertex), which every backend computes once per
-// vertex; the arithmetic is the same as recomputing them from clip space.
-NL_HD PixelSample resolve_pixel(const ScreenVertex& v0, const ScreenVertex& v1,
-                                const ScreenVertex& v2, int row, int col) {
-    const ScreenVertex* v[3] = {&v0, &v1, &v2};
-    const double px = col + 0.5, py = row + 0.5;
-    const double area = edge_real(v0.x, v0.y, v1.x, v1.y, v2.x, v2.y);
-    PixelSample s;
-    if (area == 0.0) {  // the snapped triangle had area but the exact one has none: no gradient
-        s.b0 = s.b1 = 1.0 / 3.0;
-        s.depth = (v0.depth + v1.depth + v2.depth) / 3.0;
-        return s;
-    }
-    double l[3];
+NL_HD HomogeneousPixel homogeneous_pixel(const ClipVertex v[3], int row, int col, int height, int width) {
+    HomogeneousPixel h;
+    h.px = col + 0.5;
+    h.py = row + 0.5;
+    h.hx = 0.5 * width;
+    h.hy = 0.5 * height;
     for (int k = 0; k < 3; ++k) {
-        int i = (k + 1) % 3, j = (k + 2) % 3;
-        l[k] = edge_real(v[i]->x, v[i]->y, v[j]->x, v[j]->y, px, py) / area;
+        h.ax[k] = (v[k].x + v[k].w) * h.hx - h.px * v[k].w;
+        h.ay[k] = (v[k].y + v[k].w) * h.hy - h.py * v[k].w;
     }
-    const double q0 = l[0] * v0.inv_w, q1 = l[1] * v1.inv_w, q2 = l[2] * v2.inv_w;
-    const double qsum = q0 + q1 + q2;
-    s.b0 = q0 / qsum;
-    s.b1 = q1 / qsum;
-    s.depth = l[0] * v0.depth + l[1] * v1.depth + l[2] * v2.depth;
-    return s;
+    for (int k = 0; k < 3; ++k) {
+        const int i = (k + 1) % 3, j = (k + 2) % 3;
+        h.cross[k] = h.ax[i] * h.ay[j] - h.ay[i] * h.ax[j];
+    }
+    h.sum = h.cross[0] + h.cross[1] + h.cross[2];
+    for (int k = 0; k < 3; ++k) h.b[k] = h.sum == 0.0 ? 1.0 / 3.0 : h.cross[k] / h.sum;
+    h.num = h.b[0] * v[0].z + h.b[1] * v[1].z + h.b[2] * v[2].z;
+    h.den = h.b[0] * v[0].w + h.b[1] * v[1].w + h.b[2] * v[2].w;
+    h.depth = h.den == 0.0 ? 0.0 : h.num / h.den;
+    return h;
 }
 
-// The same from clip space, for backends that do not keep the projected vertices.
 NL_HD PixelSample resolve_pixel(const ClipVertex v[3], int row, int col, int height, int width) {
-    const ScreenVertex a = project_vertex(v[0].x, v[0].y, v[0].z, v[0].w, height, width);
-    const ScreenVertex b = project_vertex(v[1].x, v[1].y, v[1].z, v[1].w, height, width);
-    const ScreenVertex c = project_vertex(v[2].x, v[2].y, v[2].z, v[2].w, height, width);
-    return resolve_pixel(a, b, c, row, col);
+    const HomogeneousPixel h = homogeneous_pixel(v, row, col, height, width);
+    return PixelSample{h.b[0], h.b[1], h.depth};
 }
 
 // Gradient of resolve_pixel's outputs (g_b0, g_b1, g_depth) with respect to the clip
-// coordinates of the three vertices, written to grad[k] = (dx, dy, dz, dw) of vertex k.
+// coordinates of the three vertices, written to grad[k] = (dx, dy, dz, dw) of vertex k. Zero
+// for a triangle seen edge-on (sum 0: constant outputs); no depth term where den is 0.
 NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int height, int width,
                                   double g_b0, double g_b1, double g_depth, double grad[3][4]) {
-    double sx[3], sy[3], inv_w[3], depth[3];
-    for (int k = 0; k < 3; ++k) {
-        inv_w[k] = 1.0 / v[k].w;
-        sx[k] = (v[k].x * inv_w[k] + 1.0) * 0.5 * width;
-        sy[k] = (v[k].y * inv_w[k] + 1.0) * 0.5 * height;
-        depth[k] = v[k].z * inv_w[k];
-    }
-    const double px = col + 0.5, py = row + 0.5;
-    const double area = edge_real(sx[0], sy[0], sx[1], sy[1], sx[2], sy[2]);
     for (int k = 0; k < 3; ++k)
         for (int c = 0; c < 4; ++c) grad[k][c] = 0.0;
-    if (area == 0.0) return;
-    double e[3], l[3], q[3];
+    const HomogeneousPixel h = homogeneous_pixel(v, row, col, height, width);
+    if (h.sum == 0.0) return;
+    // depth = num / den: d/d b_k = (z_k - depth w_k) / den, d/d z_k = b_k / den,
+    // d/d w_k (direct) = -depth b_k / den.
+    const double g_d = h.den == 0.0 ? 0.0 : g_depth / h.den;
+    double g_b[3] = {g_b0, g_b1, 0.0};
+    for (int k = 0; k < 3; ++k) g_b[k] += g_d * (v[k].z - h.depth * v[k].w);
+    // b_k = cross_k / sum: d b_m / d cross_k = (delta_mk - b_m) / sum.
+    const double gb_dot_b = g_b[0] * h.b[0] + g_b[1] * h.b[1] + g_b[2] * h.b[2];
+    double g_ax[3] = {0.0, 0.0, 0.0}, g_ay[3] = {0.0, 0.0, 0.0};
     for (int k = 0; k < 3; ++k) {
-        int i = (k + 1) % 3, j = (k + 2) % 3;
-        e[k] = edge_real(sx[i], sy[i], sx[j], sy[j], px, py);
-        l[k] = e[k] / area;
-        q[k] = l[k] * inv_w[k];
+        const double g_c = (g_b[k] - gb_dot_b) / h.sum;
+        const int i = (k + 1) % 3, j = (k + 2) % 3;
+        // cross = ax_i ay_j - ay_i ax_j.
+        g_ax[i] += g_c * h.ay[j];
+        g_ay[i] -= g_c * h.ax[j];
+        g_ax[j] -= g_c * h.ay[i];
+        g_ay[j] += g_c * h.ax[i];
     }
-    const double qsum = q[0] + q[1] + q[2];
-    const double b[3] = {q[0] / qsum, q[1] / qsum, q[2] / qsum};
-    // b_i = q_i / sum(q): d b_i / d q_k = (delta_ik - b_i) / sum(q).
-    const double gb[3] = {g_b0, g_b1, 0.0};
-    const double gb_dot_b = gb[0] * b[0] + gb[1] * b[1];
-    double g_l[3], g_inv_w[3], g_depth_k[3];
+    // ax = (x + w) hx - px w, ay = (y + w) hy - py w.
     for (int k = 0; k < 3; ++k) {
-        const double g_q = (gb[k] - gb_dot_b) / qsum;
-        g_l[k] = g_q * inv_w[k] + g_depth * depth[k];
-        g_inv_w[k] = g_q * l[k];
-        g_depth_k[k] = g_depth * l[k];
-    }
-    // l_k = e_k / area.
-    double g_area = 0.0;
-    for (int k = 0; k < 3; ++k) g_area -= g_l[k] * l[k] / area;
-    double g_sx[3] = {0, 0, 0}, g_sy[3] = {0, 0, 0};
-    // d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px).
-    for (int k = 0; k < 3; ++k) {
-        const double g_e = g_l[k] / area;
-        int i = (k + 1) % 3, j = (k + 2) % 3;
-        g_sx[i] += g_e * (sy[j] - py);
-        g_sy[i] += g_e * (px - sx[j]);
-        g_sx[j] += g_e * (py - sy[i]);
-        g_sy[j] += g_e * (sx[i] - px);
-    }
-    // area = edge(v0, v1, v2), with v2 in the role of p: d/d(px, py) = (ay - by, bx - ax).
-    g_sx[0] += g_area * (sy[1] - sy[2]);
-    g_sy[0] += g_area * (sx[2] - sx[1]);
-    g_sx[1] += g_area * (sy[2] - sy[0]);
-    g_sy[1] += g_area * (sx[0] - sx[2]);
-    g_sx[2] += g_area * (sy[0] - sy[1]);
-    g_sy[2] += g_area * (sx[1] - sx[0]);
-    // sx = (x / w + 1) W / 2, sy = (y / w + 1) H / 2, depth = z / w, inv_w = 1 / w.
-    for (int k = 0; k < 3; ++k) {
-        const double hx = 0.5 * width * inv_w[k], hy = 0.5 * height * inv_w[k];
-        grad[k][0] = g_sx[k] * hx;
-        grad[k][1] = g_sy[k] * hy;
-        grad[k][2] = g_depth_k[k] * inv_w[k];
-        // Every w-dependence goes through 1/w: d(a / w)/dw = -(a / w) / w.
-        grad[k][3] = -(grad[k][0] * v[k].x + grad[k][1] * v[k].y + grad[k][2] * v[k].z +
-                       g_inv_w[k] * inv_w[k]) *
-                     inv_w[k];
+        grad[k][0] = g_ax[k] * h.hx;
+        grad[k][1] = g_ay[k] * h.hy;
+        grad[k][2] = g_d * h.b[k];
+        grad[k][3] = g_ax[k] * (h.hx - h.px) + g_ay[k] * (h.hy - h.py) - g_d * h.depth * h.b[k];
     }
 }
 
@@ -345,39 +436,42 @@ NL_HD bool is_silhouette_edge(double px, double py, double qx, double qy, double
     return own > 0.0 ? other >= 0.0 : other <= 0.0;
 }
 
+// Which side of the screen line p -> q the neighbour's third vertex (clip x, y, w) lies on, as
+// w times edge_real(p, q, its projection): the side its visible part leaves the edge towards,
+// also for a vertex behind the eye (w < 0; that triangle is drawn clipped) or beyond the band.
+NL_HD double homogeneous_side(double px, double py, double qx, double qy, double x, double y,
+                              double w, int height, int width) {
+    const double ox = (x + w) * (0.5 * width) - px * w, oy = (y + w) * (0.5 * height) - py * w;
+    return (qx - px) * oy - (qy - py) * ox;
+}
+
 // Screen-space derivatives of the perspective-correct barycentrics (b0, b1) at pixel (row, col),
 // in units of one pixel step (x: one column right, y: one row down), as nvdiffrast's rast_db.
-// Screen-linear weights l_k = e_k(p) / area have constant derivatives; b_k = q_k / sum(q) with
-// q_k = l_k / w_k, so d b_k = (d q_k - b_k d sum(q)) / sum(q). Zero for a triangle whose exact
-// (unsnapped) area is zero, as resolve_pixel gives it no gradient either.
+// From the homogeneous form of resolve_pixel, so clipped triangles (a vertex behind the eye)
+// get them too: cross_k is linear in p, d cross_k / d px = w_j ay_i - w_i ay_j and
+// d cross_k / d py = w_i ax_j - w_j ax_i, and b_k = cross_k / sum gives
+// d b_k = (d cross_k - b_k d sum) / sum. Zero for a triangle seen edge-on (sum 0), which
+// resolve_pixel gives no gradient either.
 struct BarycentricDerivatives {
     double db0dx, db0dy, db1dx, db1dy;
 };
 
-NL_HD BarycentricDerivatives barycentric_derivatives(const ScreenVertex& v0, const ScreenVertex& v1,
-                                                     const ScreenVertex& v2, int row, int col) {
-    const ScreenVertex* v[3] = {&v0, &v1, &v2};
+NL_HD BarycentricDerivatives barycentric_derivatives(const ClipVertex v[3], int row, int col,
+                                                     int height, int width) {
     BarycentricDerivatives d{0.0, 0.0, 0.0, 0.0};
-    const double px = col + 0.5, py = row + 0.5;
-    const double area = edge_real(v0.x, v0.y, v1.x, v1.y, v2.x, v2.y);
-    if (area == 0.0) return d;
-    double q[3], dqx[3], dqy[3];
+    const HomogeneousPixel h = homogeneous_pixel(v, row, col, height, width);
+    if (h.sum == 0.0) return d;
+    double dcx[3], dcy[3];
     for (int k = 0; k < 3; ++k) {
-        int i = (k + 1) % 3, j = (k + 2) % 3;
-        // edge(v_i, v_j, p) = (xj - xi)(py - yi) - (yj - yi)(px - xi)
-        const double l = edge_real(v[i]->x, v[i]->y, v[j]->x, v[j]->y, px, py) / area;
-        q[k] = l * v[k]->inv_w;
-        dqx[k] = (v[i]->y - v[j]->y) / area * v[k]->inv_w;
-        dqy[k] = (v[j]->x - v[i]->x) / area * v[k]->inv_w;
+        const int i = (k + 1) % 3, j = (k + 2) % 3;
+        dcx[k] = v[j].w * h.ay[i] - v[i].w * h.ay[j];
+        dcy[k] = v[i].w * h.ax[j] - v[j].w * h.ax[i];
     }
-    const double qsum = q[0] + q[1] + q[2];
-    if (qsum == 0.0) return d;
-    const double sx = dqx[0] + dqx[1] + dqx[2], sy = dqy[0] + dqy[1] + dqy[2];
-    const double b0 = q[0] / qsum, b1 = q[1] / qsum;
-    d.db0dx = (dqx[0] - b0 * sx) / qsum;
-    d.db0dy = (dqy[0] - b0 * sy) / qsum;
-    d.db1dx = (dqx[1] - b1 * sx) / qsum;
-    d.db1dy = (dqy[1] - b1 * sy) / qsum;
+    const double sx = dcx[0] + dcx[1] + dcx[2], sy = dcy[0] + dcy[1] + dcy[2];
+    d.db0dx = (dcx[0] - h.b[0] * sx) / h.sum;
+    d.db0dy = (dcy[0] - h.b[0] * sy) / h.sum;
+    d.db1dx = (dcx[1] - h.b[1] * sx) / h.sum;
+    d.db1dy = (dcy[1] - h.b[1] * sy) / h.sum;
     return d;
 }
 
@@ -386,12 +480,12 @@ NL_HD BarycentricDerivatives barycentric_derivatives(const ScreenVertex& v0, con
 template <typename T>
 NL_HD BarycentricDerivatives triangle_barycentric_derivatives(const T* pos, const int32_t* corners,
                                                               int row, int col, int height, int width) {
-    ScreenVertex s[3];
+    ClipVertex v[3];
     for (int k = 0; k < 3; ++k) {
         const T* p = pos + (int64_t)corners[k] * 4;
-        s[k] = project_vertex(p[0], p[1], p[2], p[3], height, width);
+        v[k] = ClipVertex{(double)p[0], (double)p[1], (double)p[2], (double)p[3]};
     }
-    return barycentric_derivatives(s[0], s[1], s[2], row, col);
+    return barycentric_derivatives(v, row, col, height, width);
 }
 
 // ---- attribute interpolation ---------------------------------------------------------------

@@ -12,9 +12,15 @@ This module imports nothing, so the lowest floors (nl3dmm.kernels, nl3dmm.render
 SUBPIXEL_BITS = 8
 SUBPIXEL_SCALE = 1 << SUBPIXEL_BITS  # render_math.h kSubpixelScale
 
-# A vertex farther than this many pixels from the image origin drops its whole triangle (no
-# clipping): it keeps the fixed-point edge functions ((2^20 * 2^8)^2 = 2^56) inside int64.
+# Snapped vertices stay within this many pixels of the image origin, which keeps the fixed-point
+# edge functions ((2^20 * 2^8)^2 = 2^56) inside int64: a triangle reaching past the clip planes
+# |x| <= (GUARD_BAND_PIXELS / W) w, |y| <= (GUARD_BAND_PIXELS / H) w is clipped to them.
 GUARD_BAND_PIXELS = 1 << 20  # kGuardBandPixels
+
+# Clipping: near, far and the four guard band planes; a clipped triangle is a convex polygon of
+# at most 3 + CLIP_PLANES vertices.
+CLIP_PLANES = 6  # kClipPlanes
+MAX_CLIP_VERTICES = 3 + CLIP_PLANES  # kMaxClipVertices
 
 # A vertex needs w >= the smallest normal float32 (2^-126), whatever the dtype; below it 1/w
 # overflows float32 and its float32 gradient would be inf. Smaller w counts as behind the eye.

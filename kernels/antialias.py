@@ -20,7 +20,7 @@ import triton.language as tl
 from . import fixed_sum
 from .fixed_sum import scatter_add
 from .render_math import (ANTIALIAS_SLACK, crossing_distance, crossing_distance_backward, edge,
-                          edge_straddles, is_silhouette_edge, load_clip_vertex, project_vertex)
+                          edge_straddles, homogeneous_side, load_clip_vertex, project_vertex)
 from .runtime import cdiv, launch, pixel_block
 
 
@@ -114,7 +114,12 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     ox, oy, oz, ow = load_clip_vertex(pos_ptr + tl.where(has_other, other, 0).to(tl.int64) * 4,
                                       has_other, 0.0, 0.0)
     osx, osy, _, _, _, ovalid = project_vertex(ox, oy, oz, ow, height, width)
-    hit = active & is_silhouette_edge(psx, psy, qsx, qsy, own_x, own_y, has_other & ovalid, osx, osy)
+    # A neighbour with a vertex behind the eye or beyond the band is drawn clipped: its side of
+    # the edge comes from the homogeneous vertex (homogeneous_side) instead of its projection.
+    own = edge(psx, psy, qsx, qsy, own_x, own_y)
+    side = tl.where(ovalid, edge(psx, psy, qsx, qsy, osx, osy),
+                    homogeneous_side(psx, psy, qsx, qsy, ox, oy, ow, height, width))
+    hit = active & ((~has_other) | tl.where(own > 0.0, side >= 0.0, side <= 0.0))
     clamped = (t < 0.0) | (t > 1.0)
     t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
     vp = _pick(ki, i0, i1, i2)

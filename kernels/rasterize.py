@@ -21,11 +21,14 @@ import triton.language as tl
 
 from . import fixed_sum
 from .fixed_sum import scatter_add
-from .render_math import (EMPTY_KEY, fragment_key, load_clip_vertex, maximum_combine, pixel_bounds,
+from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distance_of, fragment_key,
+                          guard_ratios, inside_clip_volume, load_clip_vertex, pixel_bounds,
                           project_vertex, resolve_pixel, resolve_pixel_backward, setup_triangle)
-from .runtime import cdiv, launch, pixel_block, triangle_tile
+from .runtime import cdiv, clip_triangle_tile, launch, pixel_block, triangle_tile
 
 _EMPTY = torch.iinfo(torch.int64).max
+INF = tl.constexpr(float("inf"))  # the filler _column takes the minimum over
+BIG = tl.constexpr(torch.iinfo(torch.int64).max)  # its integer counterpart
 
 
 @triton.jit
@@ -43,10 +46,11 @@ def _triangle_vertices(tri_ptr, f, active, num_vertices):
 
 @triton.jit
 def _load_projected(pos_ptr, index, active, height, width):
-    """Screen data (sx, sy, depth, fx, fy, valid) of the vertices `index` of one image;
-    inactive lanes read vertex (0, 0, 0, 1)."""
+    """Screen data (sx, sy, depth, fx, fy, inside) of the vertices `index` of one image;
+    inactive lanes read vertex (0, 0, 0, 1). inside: in the clip volume (then also valid)."""
     x, y, z, w = load_clip_vertex(pos_ptr + index * 4, active, 0.0, 0.0)
-    return project_vertex(x, y, z, w, height, width)
+    sx, sy, depth, fx, fy, valid = project_vertex(x, y, z, w, height, width)
+    return sx, sy, depth, fx, fy, valid & inside_clip_volume(x, y, z, w, height, width)
 
 
 @triton.jit
@@ -69,22 +73,13 @@ def _scatter_vertex(meta_ptr, acc_ptr, count, index, gx, gy, gz, gw, active, PAS
 
 
 @triton.jit
-def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, height, width,
-                     CULL: tl.constexpr, TRIS: tl.constexpr, PIXELS: tl.constexpr):
-    """Pass 1. Program (i, b): triangles [i * TRIS, (i + 1) * TRIS) of image b."""
-    b = tl.program_id(1).to(tl.int64)
-    t = tl.program_id(0) * TRIS + tl.arange(0, TRIS)
-    live = t < num_triangles
-    pos_ptr += b * num_vertices * 4
-    zbuf_ptr += b * height * width
-
-    v0, v1, v2, live = _triangle_vertices(tri_ptr, t, live, num_vertices)
-    _, _, d0, fx0, fy0, ok0 = _load_projected(pos_ptr, v0, live, height, width)
-    _, _, d1, fx1, fy1, ok1 = _load_projected(pos_ptr, v1, live, height, width)
-    _, _, d2, fx2, fy2, ok2 = _load_projected(pos_ptr, v2, live, height, width)
+def _cover(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, t, active, zbuf_ptr, height, width,
+           CULL: tl.constexpr, PIXELS: tl.constexpr):
+    """Z-test the snapped triangles (one per lane, `active` ones) into one image's z-buffer
+    under the ids t: pixel bounds, setup, then every covered pixel's atomic_min."""
     x_lo, x_hi, y_lo, y_hi = pixel_bounds(fx0, fy0, fx1, fy1, fx2, fy2, height, width)
     area2, orient, owns0, owns1, owns2, draws = setup_triangle(fx0, fy0, fx1, fy1, fx2, fy2, CULL)
-    draws = draws & live & ok0 & ok1 & ok2 & (x_lo <= x_hi) & (y_lo <= y_hi)
+    draws = draws & active & (x_lo <= x_hi) & (y_lo <= y_hi)
 
     # Walk every triangle's bounding box PIXELS pixels at a time, as a flat index into it;
     # the block loops as long as its largest box needs. (A while loop: Triton 3.6's
@@ -97,7 +92,7 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
     y_lo = y_lo.to(tl.int32)
     box_w = tl.where(draws, x_hi.to(tl.int32) - x_lo + 1, 1)
     box_area = tl.where(draws, box_w * (y_hi.to(tl.int32) - y_lo + 1), 0)
-    largest = tl.reduce(box_area, 0, maximum_combine)
+    largest = tl.reduce(box_area, 0, tl.standard._elementwise_max)
     start = tl.full((), 0, tl.int32)
     while start < largest:
         k = start + tl.arange(0, PIXELS)[None, :]
@@ -111,6 +106,146 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
                                     owns1[:, None], owns2[:, None], row, col, t[:, None])
         tl.atomic_min(zbuf_ptr + row * width + col, key, mask=in_box & covered, sem="relaxed")
         start += PIXELS
+
+
+
+
+@triton.jit
+def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, height, width,
+                     CULL: tl.constexpr, TRIS: tl.constexpr, PIXELS: tl.constexpr):
+    """Pass 1. Program (i, b): triangles [i * TRIS, (i + 1) * TRIS) of image b."""
+    b = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0) * TRIS + tl.arange(0, TRIS)
+    live = t < num_triangles
+    pos_ptr += b * num_vertices * 4
+    zbuf_ptr += b * height * width
+
+    v0, v1, v2, live = _triangle_vertices(tri_ptr, t, live, num_vertices)
+    _, _, d0, fx0, fy0, ok0 = _load_projected(pos_ptr, v0, live, height, width)
+    _, _, d1, fx1, fy1, ok1 = _load_projected(pos_ptr, v1, live, height, width)
+    _, _, d2, fx2, fy2, ok2 = _load_projected(pos_ptr, v2, live, height, width)
+    _cover(fx0, fy0, fx1, fy1, fx2, fy2, d0, d1, d2, t, live & ok0 & ok1 & ok2, zbuf_ptr, height,
+           width, CULL, PIXELS)
+
+
+@triton.jit
+def _column(block, select, fill):
+    """The entry of each row of a (TRIS, 16) block where `select` holds, exactly (a minimum
+    over `fill` elsewhere, so -0.0 stays -0.0). Triton's own min combine, which the
+    interpreter runs as one numpy reduction (our combine functions it runs element by element:
+    50 s for a 72-triangle floor)."""
+    return tl.reduce(tl.where(select, block, fill), 1, tl.standard._elementwise_min)
+
+
+@triton.jit
+def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane, TRIS: tl.constexpr):
+    """One Sutherland-Hodgman step (clip_triangle's loop body) on each lane's polygon, a row of
+    the (TRIS, 16) blocks px_, py_, pz_, pw_ with n vertices: the clipped polygon and its size."""
+    m = tl.full((TRIS,), 0, tl.int32)
+    nx = zero
+    ny = zero
+    nz = zero
+    nw = zero
+    # A convex polygon gains one vertex a plane, but rounding could add more: walk up to the
+    # block's largest polygon (at most 9), exactly as the C++ loop walks n.
+    largest = tl.reduce(n, 0, tl.standard._elementwise_max)
+    for i in range(MAX_CLIP_VERTICES):  # a loop, not unrolled: the compiler took > 20 min
+        if i < largest:
+            use = i < n
+            j = tl.where(i + 1 == n, 0, i + 1)
+            sel_p = slot == i
+            sel_q = slot == j[:, None]
+            ax = _column(px_, sel_p, INF)
+            ay = _column(py_, sel_p, INF)
+            az = _column(pz_, sel_p, INF)
+            aw = _column(pw_, sel_p, INF)
+            bx = _column(px_, sel_q, INF)
+            by = _column(py_, sel_q, INF)
+            bz = _column(pz_, sel_q, INF)
+            bw = _column(pw_, sel_q, INF)
+            da = clip_distance_of(ax, ay, az, aw, plane, gx, gy)
+            db = clip_distance_of(bx, by, bz, bw, plane, gx, gy)
+            keep = use & (da >= 0.0) & (m < MAX_CLIP_VERTICES)
+            put = (slot == m[:, None]) & keep[:, None]
+            nx = tl.where(put, ax[:, None], nx)
+            ny = tl.where(put, ay[:, None], ny)
+            nz = tl.where(put, az[:, None], nz)
+            nw = tl.where(put, aw[:, None], nw)
+            m += keep.to(tl.int32)
+            cross = use & ((da >= 0.0) != (db >= 0.0)) & (m < MAX_CLIP_VERTICES)
+            # From the inside end (clip_edge), so shared edges are cut identically.
+            first = da >= 0.0
+            sx_ = tl.where(first, ax, bx)
+            sy_ = tl.where(first, ay, by)
+            sz_ = tl.where(first, az, bz)
+            sw_ = tl.where(first, aw, bw)
+            ex = tl.where(first, bx, ax)
+            ey = tl.where(first, by, ay)
+            ez = tl.where(first, bz, az)
+            ew = tl.where(first, bw, aw)
+            ds = tl.where(first, da, db)
+            de = tl.where(first, db, da)
+            s_ = ds / tl.where(cross, ds - de, 1.0)
+            put = (slot == m[:, None]) & cross[:, None]
+            nx = tl.where(put, (sx_ + s_ * (ex - sx_))[:, None], nx)
+            ny = tl.where(put, (sy_ + s_ * (ey - sy_))[:, None], ny)
+            nz = tl.where(put, (sz_ + s_ * (ez - sz_))[:, None], nz)
+            nw = tl.where(put, (sw_ + s_ * (ew - sw_))[:, None], nw)
+            m += cross.to(tl.int32)
+    return nx, ny, nz, nw, m
+
+
+@triton.jit
+def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, height,
+                             width, CULL: tl.constexpr, TRIS: tl.constexpr, PIXELS: tl.constexpr):
+    """Pass 1 for the triangles not inside the clip volume (the others are _coverage_kernel's):
+    Sutherland-Hodgman against the six planes as render_math.h's clip_triangle, each lane's
+    polygon a row of four (TRIS, 16) blocks, then the fan (0, k, k + 1) z-tested under the
+    original id. A block with no such triangle does nothing."""
+    b = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(0) * TRIS + tl.arange(0, TRIS)
+    live = t < num_triangles
+    pos_ptr += b * num_vertices * 4
+    zbuf_ptr += b * height * width
+    v0, v1, v2, live = _triangle_vertices(tri_ptr, t, live, num_vertices)
+    x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, v0, v1, v2, live)
+    whole = (inside_clip_volume(x0, y0, z0, w0, height, width)
+             & inside_clip_volume(x1, y1, z1, w1, height, width)
+             & inside_clip_volume(x2, y2, z2, w2, height, width))
+    clip = live & ~whole
+    if tl.reduce(clip.to(tl.int32), 0, tl.standard._elementwise_max) > 0:
+        gx, gy = guard_ratios(height, width)
+        slot = tl.arange(0, 16)[None, :]
+        zero = tl.full((TRIS, 16), 0.0, tl.float64)
+        px_ = tl.where(slot == 0, x0[:, None], tl.where(slot == 1, x1[:, None], tl.where(slot == 2, x2[:, None], zero)))
+        py_ = tl.where(slot == 0, y0[:, None], tl.where(slot == 1, y1[:, None], tl.where(slot == 2, y2[:, None], zero)))
+        pz_ = tl.where(slot == 0, z0[:, None], tl.where(slot == 1, z1[:, None], tl.where(slot == 2, z2[:, None], zero)))
+        pw_ = tl.where(slot == 0, w0[:, None], tl.where(slot == 1, w1[:, None], tl.where(slot == 2, w2[:, None], zero)))
+        n = tl.full((TRIS,), 3, tl.int32)
+        for plane in range(CLIP_PLANES):
+            # Planes no polygon vertex of the block is outside of change nothing: skipped.
+            dist = clip_distance_of(px_, py_, pz_, pw_, plane, gx, gy)
+            outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1,
+                                tl.standard._elementwise_max)
+            if tl.reduce(outside, 0, tl.standard._elementwise_max) > 0:
+                px_, py_, pz_, pw_, n = _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy,
+                                                    plane, TRIS)
+        # Unused slots hold w = 0: project_vertex marks them invalid without dividing.
+        _, _, dep, fxs, fys, ok = project_vertex(px_, py_, pz_, pw_, height, width)
+        bad = tl.reduce(((slot < n[:, None]) & ~ok).to(tl.int32), 1, tl.standard._elementwise_max)
+        clip = clip & (bad == 0)
+        fxa = _column(fxs, slot == 0, BIG)
+        fya = _column(fys, slot == 0, BIG)
+        da_ = _column(dep, slot == 0, INF)
+        largest = tl.reduce(tl.where(clip, n, 0), 0, tl.standard._elementwise_max)
+        for k in range(1, MAX_CLIP_VERTICES - 1):
+            sel_b = slot == k
+            sel_c = slot == k + 1
+            if k + 1 < largest:  # fans no polygon of the block has are skipped
+                _cover(fxa, fya, _column(fxs, sel_b, BIG), _column(fys, sel_b, BIG),
+                       _column(fxs, sel_c, BIG), _column(fys, sel_c, BIG), da_,
+                       _column(dep, sel_b, INF), _column(dep, sel_c, INF), t,
+                       clip & (k + 1 < n), zbuf_ptr, height, width, CULL, PIXELS)
 
 
 @triton.jit
@@ -180,6 +315,9 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int, cul
     # fragments is rounded exactly as in the C++ kernels and the reference.
     launch(_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height, width,
            CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
+    tris, pixels = clip_triangle_tile(pos.device, F)
+    launch(_clipped_coverage_kernel, (cdiv(F, tris), B), pos.device, pos, tri, zbuf, V, F, height,
+           width, CULL=bool(cull_backfaces), TRIS=tris, PIXELS=pixels, enable_fp_fusion=False)
     block = pixel_block(pos.device, height * width)
     launch(_resolve_kernel, (cdiv(height * width, block), B), pos.device, pos, tri, zbuf, out, V,
            height, width, BLOCK=block, enable_fp_fusion=False)

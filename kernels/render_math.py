@@ -26,19 +26,14 @@ SUBPIXEL_SCALE = tl.constexpr(float(constants.SUBPIXEL_SCALE))  # fixed point in
 PIXEL_CENTRE = tl.constexpr(constants.SUBPIXEL_SCALE // 2)  # a pixel centre in fixed point
 GUARD_BAND = tl.constexpr(float(constants.GUARD_BAND_PIXELS))  # edge functions stay in int64
 MIN_W = tl.constexpr(constants.MIN_W)  # smaller w: behind the eye (1/w would overflow float32)
+CLIP_PLANES = tl.constexpr(constants.CLIP_PLANES)  # near, far, four guard band planes
+MAX_CLIP_VERTICES = tl.constexpr(constants.MAX_CLIP_VERTICES)  # a clipped triangle's polygon
 # The z-buffer holds ((sortable depth bits - 2^31) << 32) | triangle as a *signed* int64 (the
 # GPU's atomic_min is signed), i.e. render_math.h's unsigned key shifted by -2^63: same order.
 EMPTY_KEY = tl.constexpr(0x7FFFFFFFFFFFFFFF)
 CLAMP = tl.constexpr(constants.BOUNDARY_MODES["clamp"])  # BoundaryMode
 ZERO = tl.constexpr(constants.BOUNDARY_MODES["zero"])
 WRAP = tl.constexpr(constants.BOUNDARY_MODES["wrap"])
-
-
-@triton.jit
-def maximum_combine(a, b):
-    """Combine function for tl.reduce (tl.max is a @triton.jit helper the interpreter cannot
-    call from a kernel chosen at run time, see kernels/runtime.py)."""
-    return tl.maximum(a, b)
 
 
 # ---- coverage: projection, fixed-point edge functions, fill rule, depth key ---------------
@@ -64,6 +59,59 @@ def project_vertex(x, y, z, w, height, width):
     fx = tl.where(valid, floor_to_int(tl.where(valid, sx, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
     fy = tl.where(valid, floor_to_int(tl.where(valid, sy, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
     return sx, sy, depth, fx, fy, valid
+
+
+@triton.jit
+def clip_distance(x, y, z, w, PLANE: tl.constexpr, gx, gy):
+    """Signed distance to clip plane PLANE, >= 0 inside (clip_distance): 0 near, 1 far, 2..5
+    the guard band planes."""
+    if PLANE == 0:
+        d = w + z
+    elif PLANE == 1:
+        d = w - z
+    elif PLANE == 2:
+        d = gx * w - x
+    elif PLANE == 3:
+        d = gx * w + x
+    elif PLANE == 4:
+        d = gy * w - y
+    else:
+        d = gy * w + y
+    return d
+
+
+@triton.jit
+def clip_distance_of(x, y, z, w, plane, gx, gy):
+    """clip_distance for a run-time plane index (a loop variable): the same six formulas,
+    selected, so a kernel can loop over the planes instead of unrolling them."""
+    d = tl.where(plane == 4, gy * w - y, gy * w + y)
+    d = tl.where(plane == 3, gx * w + x, d)
+    d = tl.where(plane == 2, gx * w - x, d)
+    d = tl.where(plane == 1, w - z, d)
+    return tl.where(plane == 0, w + z, d)
+
+
+@triton.jit
+def guard_ratios(height, width):
+    """(gx, gy) = 2^20 / (W, H) in float64, the guard band planes' slopes (guard_ratio)."""
+    gx = tl.full((), GUARD_BAND, tl.float64) / width
+    gy = tl.full((), GUARD_BAND, tl.float64) / height
+    return gx, gy
+
+
+@triton.jit
+def inside_clip_volume(x, y, z, w, height, width):
+    """w >= MIN_W and inside all six clip planes (inside_clip_volume): such a triangle is drawn
+    as it is, any other one clipped."""
+    gx, gy = guard_ratios(height, width)
+    inside = w >= MIN_W
+    inside = inside & (clip_distance(x, y, z, w, 0, gx, gy) >= 0.0)
+    inside = inside & (clip_distance(x, y, z, w, 1, gx, gy) >= 0.0)
+    inside = inside & (clip_distance(x, y, z, w, 2, gx, gy) >= 0.0)
+    inside = inside & (clip_distance(x, y, z, w, 3, gx, gy) >= 0.0)
+    inside = inside & (clip_distance(x, y, z, w, 4, gx, gy) >= 0.0)
+    inside = inside & (clip_distance(x, y, z, w, 5, gx, gy) >= 0.0)
+    return inside
 
 
 @triton.jit
@@ -162,123 +210,91 @@ def load_clip_vertex(vertex_ptr, active, dummy_x, dummy_y):
 
 
 @triton.jit
+def homogeneous_terms(x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width):
+    """a_k = (X_k - px w_k, Y_k - py w_k), X = (x + w) W / 2, and cross_k = cross(a_i, a_j)
+    (homogeneous_pixel), float64: 9 values ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2."""
+    hx = 0.5 * width
+    hy = 0.5 * height
+    ax0 = (x0 + w0) * hx - px * w0
+    ax1 = (x1 + w1) * hx - px * w1
+    ax2 = (x2 + w2) * hx - px * w2
+    ay0 = (y0 + w0) * hy - py * w0
+    ay1 = (y1 + w1) * hy - py * w1
+    ay2 = (y2 + w2) * hy - py * w2
+    c0 = ax1 * ay2 - ay1 * ax2
+    c1 = ax2 * ay0 - ay2 * ax0
+    c2 = ax0 * ay1 - ay0 * ax1
+    return ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2
+
+
+@triton.jit
+def homogeneous_weights(c0, c1, c2, z0, w0, z1, w1, z2, w2):
+    """(flat, total, b0, b1, b2, den, edge_on, depth) of homogeneous_pixel: b = cross / total
+    (1/3 each when the triangle is seen edge-on, total 0), depth = sum b z / sum b w (0 where
+    that denominator is 0)."""
+    total = c0 + c1 + c2
+    flat = total == 0.0
+    safe = tl.where(flat, 1.0, total)
+    third = tl.full(total.shape, 1.0, tl.float64) / 3.0
+    b0 = tl.where(flat, third, c0 / safe)
+    b1 = tl.where(flat, third, c1 / safe)
+    b2 = tl.where(flat, third, c2 / safe)
+    num = b0 * z0 + b1 * z1 + b2 * z2
+    den = b0 * w0 + b1 * w1 + b2 * w2
+    edge_on = den == 0.0
+    depth = tl.where(edge_on, 0.0, num / tl.where(edge_on, 1.0, den))
+    return flat, safe, b0, b1, b2, den, edge_on, depth
+
+
+@triton.jit
 def resolve_pixel(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width):
-    """(b0, b1, depth) at screen point (px, py) of the unsnapped triangle (resolve_pixel):
-    perspective-correct barycentrics of vertices 0 and 1, screen-linear depth. A triangle whose
-    exact area is 0 (the snapped one had area) gives (1/3, 1/3, mean depth)."""
-    inv_w0 = 1.0 / w0
-    inv_w1 = 1.0 / w1
-    inv_w2 = 1.0 / w2
-    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
-    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
-    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
-    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
-    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
-    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
-    d0 = z0 * inv_w0
-    d1 = z1 * inv_w1
-    d2 = z2 * inv_w2
-    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
-    flat = area == 0.0
-    area = tl.where(flat, 1.0, area)
-    l0 = edge(sx1, sy1, sx2, sy2, px, py) / area
-    l1 = edge(sx2, sy2, sx0, sy0, px, py) / area
-    l2 = edge(sx0, sy0, sx1, sy1, px, py) / area
-    q0 = l0 * inv_w0
-    q1 = l1 * inv_w1
-    q2 = l2 * inv_w2
-    qsum = q0 + q1 + q2
-    qsum = tl.where(flat, 1.0, qsum)
-    third = tl.full(px.shape, 1.0, tl.float64) / 3.0
-    b0 = tl.where(flat, third, q0 / qsum)
-    b1 = tl.where(flat, third, q1 / qsum)
-    depth = tl.where(flat, (d0 + d1 + d2) / 3.0, l0 * d0 + l1 * d1 + l2 * d2)
+    """(b0, b1, depth) at screen point (px, py) of the unsnapped triangle (resolve_pixel): the
+    2D-homogeneous form, valid whatever the signs of w; for w > 0 the perspective-correct
+    barycentrics and the screen-linear z / w."""
+    _, _, _, _, _, _, c0, c1, c2 = homogeneous_terms(x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py,
+                                                     height, width)
+    _, _, b0, b1, _, _, _, depth = homogeneous_weights(c0, c1, c2, z0, w0, z1, w1, z2, w2)
     return b0, b1, depth
+
+
+@triton.jit
+def _cross_grads(g_c, axi, ayi, axj, ayj):
+    """cross = ax_i ay_j - ay_i ax_j: its gradient (times g_c) to ax_i, ay_i, ax_j, ay_j."""
+    return g_c * ayj, 0.0 - g_c * axj, 0.0 - g_c * ayi, g_c * axi
 
 
 @triton.jit
 def resolve_pixel_backward(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, py, height, width,
                            g_b0, g_b1, g_depth):
     """Gradient of resolve_pixel's (b0, b1, depth) with respect to the clip coordinates, as 12
-    values (dx0, dy0, dz0, dw0, dx1, ..., dw2); zero where the exact area is 0
-    (resolve_pixel_backward, same derivation)."""
-    inv_w0 = 1.0 / w0
-    inv_w1 = 1.0 / w1
-    inv_w2 = 1.0 / w2
-    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
-    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
-    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
-    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
-    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
-    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
-    d0 = z0 * inv_w0
-    d1 = z1 * inv_w1
-    d2 = z2 * inv_w2
-    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
-    flat = area == 0.0
-    area = tl.where(flat, 1.0, area)
-    l0 = edge(sx1, sy1, sx2, sy2, px, py) / area
-    l1 = edge(sx2, sy2, sx0, sy0, px, py) / area
-    l2 = edge(sx0, sy0, sx1, sy1, px, py) / area
-    q0 = l0 * inv_w0
-    q1 = l1 * inv_w1
-    q2 = l2 * inv_w2
-    qsum = q0 + q1 + q2
-    qsum = tl.where(flat, 1.0, qsum)
-    b0 = q0 / qsum
-    b1 = q1 / qsum
-    # b_i = q_i / sum(q): d b_i / d q_k = (delta_ik - b_i) / sum(q); g_b2 = 0.
-    gb_dot_b = g_b0 * b0 + g_b1 * b1
-    g_q0 = (g_b0 - gb_dot_b) / qsum
-    g_q1 = (g_b1 - gb_dot_b) / qsum
-    g_q2 = (0.0 - gb_dot_b) / qsum
-    g_l0 = g_q0 * inv_w0 + g_depth * d0
-    g_l1 = g_q1 * inv_w1 + g_depth * d1
-    g_l2 = g_q2 * inv_w2 + g_depth * d2
-    g_inv_w0 = g_q0 * l0
-    g_inv_w1 = g_q1 * l1
-    g_inv_w2 = g_q2 * l2
-    g_d0 = g_depth * l0
-    g_d1 = g_depth * l1
-    g_d2 = g_depth * l2
-    # l_k = e_k / area.
-    g_area = 0.0 - g_l0 * l0 / area
-    g_area -= g_l1 * l1 / area
-    g_area -= g_l2 * l2 / area
-    # d edge(a, b, p) / d(ax, ay, bx, by) = (by - py, px - bx, py - ay, ax - px); edge k runs
-    # from vertex i = k+1 to vertex j = k+2. Sums in render_math.h's order (k = 0, 1, 2).
-    g_e0 = g_l0 / area
-    g_e1 = g_l1 / area
-    g_e2 = g_l2 / area
-    # k = 0: i = 1, j = 2
-    g_sx1 = g_e0 * (sy2 - py)
-    g_sy1 = g_e0 * (px - sx2)
-    g_sx2 = g_e0 * (py - sy1)
-    g_sy2 = g_e0 * (sx1 - px)
-    # k = 1: i = 2, j = 0
-    g_sx2 += g_e1 * (sy0 - py)
-    g_sy2 += g_e1 * (px - sx0)
-    g_sx0 = g_e1 * (py - sy2)
-    g_sy0 = g_e1 * (sx2 - px)
-    # k = 2: i = 0, j = 1
-    g_sx0 += g_e2 * (sy1 - py)
-    g_sy0 += g_e2 * (px - sx1)
-    g_sx1 += g_e2 * (py - sy0)
-    g_sy1 += g_e2 * (sx0 - px)
-    # area = edge(v0, v1, v2), with v2 in the role of p.
-    g_sx0 += g_area * (sy1 - sy2)
-    g_sy0 += g_area * (sx2 - sx1)
-    g_sx1 += g_area * (sy2 - sy0)
-    g_sy1 += g_area * (sx0 - sx2)
-    g_sx2 += g_area * (sy0 - sy1)
-    g_sy2 += g_area * (sx1 - sx0)
-    # sx = (x / w + 1) W / 2, sy = (y / w + 1) H / 2, depth = z / w, inv_w = 1 / w.
-    gx0, gy0, gz0, gw0 = vertex_backward(g_sx0, g_sy0, g_d0, g_inv_w0, x0, y0, z0, inv_w0,
-                                         height, width)
-    gx1, gy1, gz1, gw1 = vertex_backward(g_sx1, g_sy1, g_d1, g_inv_w1, x1, y1, z1, inv_w1,
-                                         height, width)
-    gx2, gy2, gz2, gw2 = vertex_backward(g_sx2, g_sy2, g_d2, g_inv_w2, x2, y2, z2, inv_w2,
-                                         height, width)
+    values (dx0, dy0, dz0, dw0, dx1, ..., dw2); zero for a triangle seen edge-on, no depth
+    term where its denominator is 0 (resolve_pixel_backward, same order of operations)."""
+    ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2 = homogeneous_terms(
+        x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width)
+    flat, total, b0, b1, b2, den, edge_on, depth = homogeneous_weights(c0, c1, c2, z0, w0, z1, w1,
+                                                                       z2, w2)
+    g_d = tl.where(edge_on, 0.0, g_depth / tl.where(edge_on, 1.0, den))
+    gb0 = g_b0 + g_d * (z0 - depth * w0)
+    gb1 = g_b1 + g_d * (z1 - depth * w1)
+    gb2 = 0.0 + g_d * (z2 - depth * w2)
+    gb_dot_b = gb0 * b0 + gb1 * b1 + gb2 * b2
+    # In render_math.h's order: k = 0 (i = 1, j = 2), k = 1 (i = 2, j = 0), k = 2 (i = 0, j = 1),
+    # each adding to ax_i, ay_i, ax_j, ay_j.
+    g_c0 = (gb0 - gb_dot_b) / total
+    g_ax1, g_ay1, g_ax2, g_ay2 = _cross_grads(g_c0, ax1, ay1, ax2, ay2)
+    g_c1 = (gb1 - gb_dot_b) / total
+    t_ax2, t_ay2, g_ax0, g_ay0 = _cross_grads(g_c1, ax2, ay2, ax0, ay0)
+    g_ax2 += t_ax2
+    g_ay2 += t_ay2
+    g_c2 = (gb2 - gb_dot_b) / total
+    t_ax0, t_ay0, t_ax1, t_ay1 = _cross_grads(g_c2, ax0, ay0, ax1, ay1)
+    g_ax0 += t_ax0
+    g_ay0 += t_ay0
+    g_ax1 += t_ax1
+    g_ay1 += t_ay1
+    gx0, gy0, gz0, gw0 = vertex_backward(g_ax0, g_ay0, g_d, b0, depth, px, py, height, width)
+    gx1, gy1, gz1, gw1 = vertex_backward(g_ax1, g_ay1, g_d, b1, depth, px, py, height, width)
+    gx2, gy2, gz2, gw2 = vertex_backward(g_ax2, g_ay2, g_d, b2, depth, px, py, height, width)
     zero = tl.full(px.shape, 0.0, tl.float64)
     return (tl.where(flat, zero, gx0), tl.where(flat, zero, gy0), tl.where(flat, zero, gz0),
             tl.where(flat, zero, gw0), tl.where(flat, zero, gx1), tl.where(flat, zero, gy1),
@@ -287,13 +303,15 @@ def resolve_pixel_backward(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, p
 
 
 @triton.jit
-def vertex_backward(g_sx, g_sy, g_depth, g_inv_w, x, y, z, inv_w, height, width):
-    """Chain rule through one vertex's projection: gradient of (x, y, z, w)."""
-    gx = g_sx * (0.5 * width * inv_w)
-    gy = g_sy * (0.5 * height * inv_w)
-    gz = g_depth * inv_w
-    # Every w-dependence goes through 1/w: d(a / w)/dw = -(a / w) / w.
-    gw = -(gx * x + gy * y + gz * z + g_inv_w * inv_w) * inv_w
+def vertex_backward(g_ax, g_ay, g_d, b, depth, px, py, height, width):
+    """Chain rule through one vertex's ax = (x + w) hx - px w, ay = (y + w) hy - py w and its
+    direct share of depth: gradient of (x, y, z, w)."""
+    hx = 0.5 * width
+    hy = 0.5 * height
+    gx = g_ax * hx
+    gy = g_ay * hy
+    gz = g_d * b
+    gw = g_ax * (hx - px) + g_ay * (hy - py) - g_d * depth * b
     return gx, gy, gz, gw
 
 
@@ -436,56 +454,39 @@ def crossing_distance_backward(px, py, pw, qx, qy, qw, ca, cb, step, height, wid
 
 
 @triton.jit
-def is_silhouette_edge(px, py, qx, qy, own_x, own_y, has_other, other_x, other_y):
-    """is_silhouette_edge: no drawable triangle across, or it folds back onto this side."""
-    own = edge(px, py, qx, qy, own_x, own_y)
-    other = edge(px, py, qx, qy, other_x, other_y)
-    return (~has_other) | tl.where(own > 0.0, other >= 0.0, other <= 0.0)
+def homogeneous_side(px, py, qx, qy, x, y, w, height, width):
+    """homogeneous_side: which side of the screen line p -> q a neighbour's third vertex (clip
+    x, y, w) lies on, w times edge(p, q, its projection), for any sign of w."""
+    ox = (x + w) * (0.5 * width) - px * w
+    oy = (y + w) * (0.5 * height) - py * w
+    return (qx - px) * oy - (qy - py) * ox
 
 
 # ---- screen derivatives of the barycentrics (interpolate_derivatives) ----------------------
 
 @triton.jit
-def _inverse_w(w):
-    """1/w, or 0 for a vertex behind the eye (project_vertex's inv_w)."""
-    valid = w >= MIN_W
-    return tl.where(valid, 1.0 / tl.where(valid, w, 1.0), 0.0)
-
-
-@triton.jit
 def barycentric_derivatives(x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width):
-    """(db0/dx, db0/dy, db1/dx, db1/dy) per pixel step at screen point (px, py), float64
-    (barycentric_derivatives); zero for a triangle whose exact area (or sum of q) is 0."""
-    inv_w0 = _inverse_w(w0)
-    inv_w1 = _inverse_w(w1)
-    inv_w2 = _inverse_w(w2)
-    sx0 = (x0 * inv_w0 + 1.0) * 0.5 * width
-    sy0 = (y0 * inv_w0 + 1.0) * 0.5 * height
-    sx1 = (x1 * inv_w1 + 1.0) * 0.5 * width
-    sy1 = (y1 * inv_w1 + 1.0) * 0.5 * height
-    sx2 = (x2 * inv_w2 + 1.0) * 0.5 * width
-    sy2 = (y2 * inv_w2 + 1.0) * 0.5 * height
-    area = edge(sx0, sy0, sx1, sy1, sx2, sy2)
-    flat = area == 0.0
-    area = tl.where(flat, 1.0, area)
-    q0 = edge(sx1, sy1, sx2, sy2, px, py) / area * inv_w0
-    q1 = edge(sx2, sy2, sx0, sy0, px, py) / area * inv_w1
-    q2 = edge(sx0, sy0, sx1, sy1, px, py) / area * inv_w2
-    dqx0 = (sy1 - sy2) / area * inv_w0
-    dqy0 = (sx2 - sx1) / area * inv_w0
-    dqx1 = (sy2 - sy0) / area * inv_w1
-    dqy1 = (sx0 - sx2) / area * inv_w1
-    dqx2 = (sy0 - sy1) / area * inv_w2
-    dqy2 = (sx1 - sx0) / area * inv_w2
-    qsum = q0 + q1 + q2
-    none = flat | (qsum == 0.0)
-    qsum = tl.where(none, 1.0, qsum)
-    sum_x = dqx0 + dqx1 + dqx2
-    sum_y = dqy0 + dqy1 + dqy2
-    b0 = q0 / qsum
-    b1 = q1 / qsum
-    return (tl.where(none, 0.0, (dqx0 - b0 * sum_x) / qsum), tl.where(none, 0.0, (dqy0 - b0 * sum_y) / qsum),
-            tl.where(none, 0.0, (dqx1 - b1 * sum_x) / qsum), tl.where(none, 0.0, (dqy1 - b1 * sum_y) / qsum))
+    """(db0/dx, db0/dy, db1/dx, db1/dy) per pixel step at screen point (px, py), float64, from
+    the homogeneous form (barycentric_derivatives), so clipped triangles get them too; zero
+    for a triangle seen edge-on."""
+    ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2 = homogeneous_terms(
+        x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width)
+    total = c0 + c1 + c2
+    none = total == 0.0
+    total = tl.where(none, 1.0, total)
+    b0 = c0 / total
+    b1 = c1 / total
+    # d cross_k / d px = w_j ay_i - w_i ay_j, d cross_k / d py = w_i ax_j - w_j ax_i.
+    dcx0 = w2 * ay1 - w1 * ay2
+    dcy0 = w1 * ax2 - w2 * ax1
+    dcx1 = w0 * ay2 - w2 * ay0
+    dcy1 = w2 * ax0 - w0 * ax2
+    dcx2 = w1 * ay0 - w0 * ay1
+    dcy2 = w0 * ax1 - w1 * ax0
+    sum_x = dcx0 + dcx1 + dcx2
+    sum_y = dcy0 + dcy1 + dcy2
+    return (tl.where(none, 0.0, (dcx0 - b0 * sum_x) / total), tl.where(none, 0.0, (dcy0 - b0 * sum_y) / total),
+            tl.where(none, 0.0, (dcx1 - b1 * sum_x) / total), tl.where(none, 0.0, (dcy1 - b1 * sum_y) / total))
 
 
 # ---- trilinear (mip-mapped) lookup -----------------------------------------------------------

@@ -10,9 +10,10 @@ outside of the scope of a kernel"). `interpreted()` therefore rebuilds the kerne
 its module globals in which every @triton.jit helper is itself interpreted, recursively. The
 helpers of triton.language that are themselves @triton.jit functions (tl.sum, tl.max, tl.zeros,
 tl.cdiv, ...) cannot be rebuilt that way, so the kernels use only builtins (tl.full, tl.where,
-tl.maximum, tl.reduce with our own combine function, ...). Triton 3.6's interpreter (numpy 2.4)
-also cannot use a tensor as a range() bound, so data-dependent loops are while loops and the
-channel counts are constexpr. With TRITON_INTERPRET=1 set anyway, every kernel already is an
+tl.maximum, tl.reduce with triton.language.standard's combine functions, which the
+interpreter runs as one numpy reduction where a combine function of ours runs element by
+element, ...). Triton 3.6's interpreter (numpy 2.4) also cannot use a tensor as a range()
+bound, so data-dependent loops are while loops and the channel counts are constexpr. With TRITON_INTERPRET=1 set anyway, every kernel already is an
 InterpretedFunction and runs as is. Written for, and tested with, Triton 3.6 and 3.9.
 
 The interpreter costs milliseconds per program whatever the block size (it runs one numpy
@@ -99,6 +100,14 @@ def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
         return GPU_WARPS * 32, 1
     return min(64, triton.next_power_of_2(num_triangles)), 64
 
+
+
+def clip_triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
+    """(triangles, pixels) per step of the clipped-triangle coverage kernel. Clipped triangles
+    are few and large (a sub-triangle can span the image), so the interpreter, which pays per
+    operation, walks them 1024 pixels a step; the GPU keeps triangle_tile's."""
+    tris, pixels = triangle_tile(device, num_triangles)
+    return tris, (pixels if device.type == "cuda" else 1024)
 
 _POINTER_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int32: "*i32",
                   torch.int64: "*i64"}

@@ -71,6 +71,8 @@ def test_python_constants_equal_the_header():
         "kMaxTriangles": constants.MAX_TRIANGLES,
         "kMinW": constants.MIN_W,
         "kAntialiasSlack": constants.ANTIALIAS_SLACK,
+        "kClipPlanes": constants.CLIP_PLANES,
+        "kMaxClipVertices": constants.MAX_CLIP_VERTICES,
     }
     for name, value in expected.items():
         assert name in values, f"{name} is no longer a constexpr in {HEADER.name}"

@@ -67,6 +67,7 @@ def test_interpolating_depth_reproduces_raster_depth(seed):
     """With w = 1 (the paper's weak perspective) the raster's depth channel and depth
     interpolated as an attribute are the same quantity computed two ways."""
     pos, tri = random_soup(2, 40, 60, torch.float64, perspective=False)
+    pos[..., 3] = 1.0  # the soup's vertex behind the eye too: its triangles are drawn, clipped
     rast = nl3dmm.rasterize(pos, tri, (19, 23))
     depth = nl3dmm.interpolate(pos[..., 2:3].contiguous(), rast, tri)
     hit = rast[..., 3] > 0

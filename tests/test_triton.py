@@ -271,13 +271,14 @@ def test_kernels_compile_for_the_gpu():
     variants = {}
     for kernel, args, meta in static_checks.gpu_launch_variants():
         variants[(kernel, tuple(sorted(meta.items())))] = (kernel, args, meta)  # float64 last
-    assert len({kernel for kernel, _ in variants}) == 13, "expected all thirteen kernels"
+    assert len({kernel for kernel, _ in variants}) == 14, "expected all fourteen kernels"
     cuda = torch.device("cuda")
     for kernel, args, meta in variants.values():
         if "BLOCK" in meta:
             assert meta["BLOCK"] == runtime.pixel_block(cuda, 10**6), "not the GPU block size"
         if "TRIS" in meta:
-            assert (meta["TRIS"], meta["PIXELS"]) == runtime.triangle_tile(cuda, 10**6)
+            tile = runtime.clip_triangle_tile if "clipped" in kernel.__name__ else runtime.triangle_tile
+            assert (meta["TRIS"], meta["PIXELS"]) == tile(cuda, 10**6)
         binary = runtime.compile_for_gpu(kernel, args, meta, arch=90)
         assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
 

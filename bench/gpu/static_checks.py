@@ -117,7 +117,7 @@ def gpu_block_sizes() -> Iterator[None]:
     cuda = torch.device("cuda")
     saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture, derivatives, texture_mip,
                                                     textured)
-             for name in ("pixel_block", "triangle_tile") if hasattr(m, name)]
+             for name in ("pixel_block", "triangle_tile", "clip_triangle_tile") if hasattr(m, name)]
     try:
         for module, name, _ in saved:
             real = getattr(runtime, name)

@@ -47,11 +47,33 @@ bool tri_in_range(const int32_t* tri, int64_t F, int64_t V) {
     return ok;
 }
 
+template <typename T>
+void load_triangle(const T* pos, const int32_t* tri, int64_t f, ClipVertex v[3]) {
+    for (int k = 0; k < 3; ++k) {
+        const T* p = pos + (int64_t)tri[f * 3 + k] * 4;
+        v[k] = ClipVertex{(double)p[0], (double)p[1], (double)p[2], (double)p[3]};
+    }
+}
+
+// A triangle reaching outside the clip volume: clipped, fanned, z-tested (render_math.h).
+// Out of line: such triangles are rare, and the hot path below stays small.
+template <typename T>
+__attribute__((noinline)) void raster_clipped(const T* pos, const int32_t* tri, int64_t f, int r0,
+                                              int r1, bool cull, int H, int W, uint64_t* zbuf) {
+    ClipVertex v[3];
+    load_triangle(pos, tri, f, v);
+    raster_clipped_triangle(v, H, W, cull, r0, r1, (uint32_t)f, [&](int r, int c, uint64_t key) {
+        uint64_t& z = zbuf[(int64_t)r * W + c];
+        if (key < z) z = key;
+    });
+}
+
 // Z-test triangle f over the rows [r0, r1] of its pixel bounds into zbuf (H x W keys).
 // Forced inline: it runs B * F times, mostly to reject a sub-pixel triangle in a few
 // instructions, and as an out-of-line call (GCC's choice once the index check came in) the
 // rasterizer took 20% longer.
-__attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* screen, const int32_t* tri, int64_t V, int64_t f,
+template <typename T>
+__attribute__((always_inline)) inline void raster_triangle(const T* pos, const ScreenVertex* screen, const int32_t* tri, int64_t V, int64_t f,
                             int r0, int r1, bool cull, int H, int W, uint64_t* zbuf,
                             int32_t* status) {
     const int32_t* t = tri + f * 3;
@@ -60,6 +82,10 @@ __attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* s
         return;
     }
     const ScreenVertex &a = screen[t[0]], &b = screen[t[1]], &c = screen[t[2]];
+    if (!(a.inside && b.inside && c.inside)) {
+        raster_clipped(pos, tri, f, r0, r1, cull, H, W, zbuf);
+        return;
+    }
     PixelBounds pb = pixel_bounds(a, b, c, H, W);
     pb.y0 = std::max(pb.y0, r0);
     pb.y1 = std::min(pb.y1, r1);
@@ -75,17 +101,10 @@ __attribute__((always_inline)) inline void raster_triangle(const ScreenVertex* s
     }
 }
 
-template <typename T>
-void load_triangle(const T* pos, const int32_t* tri, int64_t f, ClipVertex v[3]) {
-    for (int k = 0; k < 3; ++k) {
-        const T* p = pos + (int64_t)tri[f * 3 + k] * 4;
-        v[k] = ClipVertex{(double)p[0], (double)p[1], (double)p[2], (double)p[3]};
-    }
-}
-
 // Write the raster (b0, b1, depth, id + 1) of rows [r0, r1) from the z-buffer.
 template <typename T>
-void resolve_rows(const int32_t* tri, int r0, int r1, int W, const ImageRaster& s, T* out) {
+void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W, const ImageRaster& s,
+                  T* out) {
     for (int r = r0; r < r1; ++r) {
         for (int c = 0; c < W; ++c) {
             const uint64_t key = s.zbuf[(int64_t)r * W + c];
@@ -95,8 +114,9 @@ void resolve_rows(const int32_t* tri, int r0, int r1, int W, const ImageRaster& 
                 continue;
             }
             const int64_t f = (int64_t)(key & 0xffffffffu);
-            const int32_t* t = tri + f * 3;
-            const PixelSample p = resolve_pixel(s.screen[t[0]], s.screen[t[1]], s.screen[t[2]], r, c);
+            ClipVertex v[3];
+            load_triangle(pos, tri, f, v);
+            const PixelSample p = resolve_pixel(v, r, c, H, W);
             o[0] = (T)p.b0;
             o[1] = (T)p.b1;
             o[2] = (T)p.depth;
@@ -112,8 +132,8 @@ void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F,
     project_vertices(pos, 0, V, H, W, s);
     std::fill(s.zbuf.begin(), s.zbuf.end(), kEmptyKey);
     for (int64_t f = 0; f < F; ++f)
-        raster_triangle(s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, s.zbuf.data(), status);
-    resolve_rows(tri, 0, H, W, s, out);
+        raster_triangle(pos, s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, s.zbuf.data(), status);
+    resolve_rows(pos, tri, 0, H, H, W, s, out);
 }
 
 // One image split across the team (for batches smaller than the team). Each thread z-tests
@@ -136,7 +156,7 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
             uint64_t* zbuf = parts[p].zbuf.data();
             std::fill(zbuf, zbuf + pixels, kEmptyKey);
             for (int64_t f = F * p / n; f < F * (p + 1) / n; ++f)
-                raster_triangle(s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
+                raster_triangle(pos, s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
         }
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < pixels; ++i) {
@@ -145,7 +165,7 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
             s.zbuf[i] = key;
         }
 #pragma omp for schedule(static)
-        for (int r = 0; r < H; ++r) resolve_rows(tri, r, r + 1, W, s, out);
+        for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
     }
 }
 

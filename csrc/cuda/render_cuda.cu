@@ -74,16 +74,23 @@ __global__ void raster_kernel(const T* __restrict__ pos, const int32_t* __restri
         return;
     }
     const T* pos_b = pos + b * V * 4;
+    ClipVertex v[3];
     ScreenVertex s[3];
     for (int k = 0; k < 3; ++k) {
-        const ClipVertex c = load_clip(pos_b, tri[f * 3 + k]);
-        s[k] = project_vertex(c.x, c.y, c.z, c.w, H, W);
+        v[k] = load_clip(pos_b, tri[f * 3 + k]);
+        s[k] = project_vertex(v[k].x, v[k].y, v[k].z, v[k].w, H, W);
+    }
+    unsigned long long* image = zbuf + b * (int64_t)H * W;
+    if (!(s[0].inside && s[1].inside && s[2].inside)) {  // clipped and fanned (render_math.h)
+        raster_clipped_triangle(v, H, W, cull, 0, H - 1, (uint32_t)f, [&](int r, int c, uint64_t key) {
+            atomicMin(image + (int64_t)r * W + c, (unsigned long long)key);
+        });
+        return;
     }
     const PixelBounds pb = pixel_bounds(s[0], s[1], s[2], H, W);
     if (pb.empty()) return;
     TriangleSetup setup;
     if (!setup_triangle(s[0], s[1], s[2], cull, setup)) return;
-    unsigned long long* image = zbuf + b * (int64_t)H * W;
     for (int r = pb.y0; r <= pb.y1; ++r) {
         for (int c = pb.x0; c <= pb.x1; ++c) {
             const uint64_t key = fragment_key(setup, r, c, (uint32_t)f);

@@ -15,8 +15,15 @@ Conventions
   ``[r, r + 1)``, so row 0 is clip y = -1 (for image coordinates with y down, use
   ``y_clip = 2 * y_pixel / H - 1``). Each pixel is sampled at its centre ``(c + 0.5, r + 0.5)``.
   Weak perspective is w = 1; perspective (w != 1) gives perspective-correct barycentrics.
-* Depth is z/w; fragments with depth outside [-1, 1], and triangles with a vertex at w <= 0,
-  are not drawn (no near-plane clipping). Smaller depth is nearer.
+* Depth is z/w; fragments with depth outside [-1, 1] are not drawn. Smaller depth is nearer.
+* Clipping, as in OpenGL/nvdiffrast: a triangle reaching outside the clip volume (behind the
+  near plane z = -w, beyond the far plane z = w, or past the guard band planes
+  |x| <= (2^20 / W) w, |y| <= (2^20 / H) w) is clipped in clip space and the visible polygon
+  is drawn, under the original triangle's id and with the original triangle's barycentrics
+  and depth at each pixel (a 2D-homogeneous formula, valid for any sign of w). So a triangle
+  with a vertex behind the eye (w <= 0) or far outside the image draws its visible part, and
+  gradients reach every vertex, the one behind the eye included. Clipping is decided with the
+  same arithmetic as it is done, so a mesh crossing the near plane stays watertight.
 * Visibility is race-free and deterministic: the nearest fragment wins and equal depths go to
   the smaller triangle index (a packed float32-depth | triangle-id minimum). Coverage uses
   vertex positions snapped to 1/256 pixel and exact integer edge functions, so an edge
@@ -31,13 +38,15 @@ Conventions
 
 Limits
 ------
-* No clipping: a triangle with a vertex farther than 2^20 pixels (GUARD_BAND_PIXELS, about
-  1e6) from the image origin in screen space is not drawn, however much of the image it would
-  cover (e.g. clip x = +-1e5 at 224 px). rasterize warns once per process when that happens
-  (validate="full"; deferred validation does not look, to stay free of host syncs).
 * At most 2^24 - 1 triangles (ids travel as float32) and 16384 pixels on a side.
-* A vertex with 0 < w below the smallest normal float32 (1.18e-38) counts as w <= 0 in every
-  dtype: its 1/w would overflow and its gradient would be inf.
+* Clipping and resolving run in float64 (float32 positions are converted exactly first), so
+  float32 inputs lose only the final rounding of the outputs, near the clip plane too.
+  Float64 coordinates beyond about 1e150 overflow the products of the homogeneous formula.
+* A vertex (or clipped polygon vertex) inside the clip volume with w below the smallest
+  normal float32 (1.18e-38) drops its triangle in every dtype: its 1/w would overflow.
+* ``antialias`` does not blend at the edges of a clipped front triangle (it skips pairs whose
+  front triangle has a vertex behind the eye or beyond 2^20 px); interior edges next to a
+  clipped triangle are recognised as such.
 
 Validation
 ----------
@@ -58,7 +67,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import checks, limits, mipmap, pending, reference, topology as edge_topology
+from . import checks, mipmap, pending, reference, topology as edge_topology
 from .backends import Backend, get_backend, resolve_backend_name
 
 
@@ -220,8 +229,6 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
     tri = checks.check_tri(tri, pos.shape[1], pos.device, mode, "rasterize")
     if mode == "deferred":
         pending.end(pos.device)
-    else:
-        limits.warn_outside_guard_band(pos, height, width)
     if name == "reference":
         rast = reference.rasterize(pos, tri, (height, width), bool(cull_backfaces))
     else:
@@ -262,7 +269,8 @@ def interpolate_derivatives(attr: torch.Tensor, rast: torch.Tensor, tri: torch.T
     """Screen-space derivatives of interpolated attributes (nvdiffrast's `diff_attrs`).
 
     The perspective-correct barycentrics' derivatives at each pixel centre are recomputed
-    from the clip positions (nvdiffrast's rast_db), then mixed like the attributes.
+    from the clip positions (nvdiffrast's rast_db) with the homogeneous formula rasterize
+    resolves with, so pixels of clipped triangles get them too, then mixed like the attributes.
 
     Args:
         attr, rast, tri, backend, validate: as for `interpolate`.

@@ -15,9 +15,12 @@ total bounding-box area, which is fine for tests and for the paper mesh at 224x2
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..constants import ANTIALIAS_SLACK, BOUNDARY_MODES, GUARD_BAND_PIXELS, MIN_W, SUBPIXEL_SCALE
+from ..constants import (ANTIALIAS_SLACK, BOUNDARY_MODES, CLIP_PLANES, GUARD_BAND_PIXELS, MAX_CLIP_VERTICES,
+                         MIN_W, SUBPIXEL_SCALE)
 
 SUBPIXEL = SUBPIXEL_SCALE
 HALF = SUBPIXEL_SCALE // 2  # a pixel centre's offset in fixed point
@@ -36,6 +39,86 @@ def _screen(pos: torch.Tensor, height: int, width: int):
     depth = p[:, 2] * inv_w
     valid = valid & (sx.abs() < GUARD_BAND) & (sy.abs() < GUARD_BAND)
     return sx, sy, depth, inv_w, valid
+
+
+def _inside(pos: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bool (V,): w >= MIN_W and inside every clip plane (render_math.h inside_clip_volume)."""
+    p = pos.double()
+    x, y, z, w = p.unbind(-1)
+    gx, gy = GUARD_BAND / width, GUARD_BAND / height
+    return ((w >= MIN_W) & (w + z >= 0) & (w - z >= 0) & (gx * w - x >= 0) & (gx * w + x >= 0)
+            & (gy * w - y >= 0) & (gy * w + y >= 0))
+
+
+def _clip_distance(v: tuple, plane: int, gx: float, gy: float) -> float:
+    x, y, z, w = v
+    return (w + z, w - z, gx * w - x, gx * w + x, gy * w - y, gy * w + y)[plane]
+
+
+def _clip_edge(p: tuple, dp: float, q: tuple, dq: float) -> tuple:
+    """From the inside end p, so two triangles sharing an edge cut it at the same point."""
+    t = dp / (dp - dq)
+    return tuple(a + t * (b - a) for a, b in zip(p, q))
+
+
+def clip_triangle(v: list[tuple], height: int, width: int) -> list[tuple]:
+    """Sutherland-Hodgman of one triangle ((x, y, z, w) Python floats, i.e. float64) against
+    near, far and the guard band planes, as render_math.h's clip_triangle: the polygon's
+    vertices, [] when nothing is left."""
+    gx, gy = GUARD_BAND / width, GUARD_BAND / height
+    poly = list(v)
+    for plane in range(CLIP_PLANES):
+        out = []
+        n = len(poly)
+        for i in range(n):
+            p, q = poly[i], poly[(i + 1) % n]
+            dp, dq = _clip_distance(p, plane, gx, gy), _clip_distance(q, plane, gx, gy)
+            # The kernels' bound on the polygon (never reached by a convex one), checked the same way.
+            if dp >= 0.0 and len(out) < MAX_CLIP_VERTICES:
+                out.append(p)
+            if (dp >= 0.0) != (dq >= 0.0) and len(out) < MAX_CLIP_VERTICES:
+                out.append(_clip_edge(p, dp, q, dq) if dp >= 0.0 else _clip_edge(q, dq, p, dp))
+        poly = out
+        if not poly:
+            return []
+    return poly
+
+
+def _project_clipped(v: tuple, height: int, width: int):
+    """(fx, fy, depth) of a polygon vertex as project_vertex gives it, None if not valid."""
+    x, y, z, w = v
+    if not w >= MIN_W:
+        return None
+    inv_w = 1.0 / w
+    sx = (x * inv_w + 1.0) * 0.5 * width
+    sy = (y * inv_w + 1.0) * 0.5 * height
+    if not (abs(sx) < GUARD_BAND and abs(sy) < GUARD_BAND):
+        return None
+    return math.floor(sx * SUBPIXEL + 0.5), math.floor(sy * SUBPIXEL + 0.5), z * inv_w
+
+
+def _clipped_fans(pos: torch.Tensor, tri: torch.Tensor, faces: torch.Tensor, height: int,
+                  width: int):
+    """Sub-triangles (fx, fy, depth: (N, 3) each) and their original triangle ids (N,) of the
+    triangles `faces`, clipped and fanned from the polygon's first vertex."""
+    fx, fy, depth, ids = [], [], [], []
+    p = pos.double().tolist()
+    for f in faces.tolist():
+        poly = clip_triangle([tuple(p[i]) for i in tri[f].tolist()], height, width)
+        proj = [_project_clipped(v, height, width) for v in poly]
+        if any(s is None for s in proj):
+            continue
+        for k in range(1, len(proj) - 1):
+            a, b, c = proj[0], proj[k], proj[k + 1]
+            fx.append([a[0], b[0], c[0]])
+            fy.append([a[1], b[1], c[1]])
+            depth.append([a[2], b[2], c[2]])
+            ids.append(f)
+    dev = pos.device
+    return (torch.tensor(fx, dtype=torch.int64, device=dev).view(-1, 3),
+            torch.tensor(fy, dtype=torch.int64, device=dev).view(-1, 3),
+            torch.tensor(depth, dtype=torch.float64, device=dev).view(-1, 3),
+            torch.tensor(ids, dtype=torch.int64, device=dev))
 
 
 def _edge(ax, ay, bx, by, px, py):
@@ -63,9 +146,15 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         sx, sy, depth, _, valid = _screen(pos[b].detach(), height, width)
         fx = torch.where(valid, torch.floor(sx * SUBPIXEL + 0.5), torch.zeros_like(sx)).long()
         fy = torch.where(valid, torch.floor(sy * SUBPIXEL + 0.5), torch.zeros_like(sy)).long()
-        X, Y, D = fx[T], fy[T], depth[T]
+        # Triangles inside the clip volume are drawn as they are; the others are clipped and
+        # fanned into sub-triangles that carry their id (render_math.h).
+        whole = _inside(pos[b].detach(), height, width)[T].all(1)
+        CX, CY, CD, cid = _clipped_fans(pos[b].detach(), T, (~whole).nonzero().squeeze(1),
+                                        height, width)
+        X, Y, D = torch.cat([fx[T][whole], CX]), torch.cat([fy[T][whole], CY]), torch.cat([depth[T][whole], CD])
+        tid = torch.cat([whole.nonzero().squeeze(1), cid])
         area2 = _edge(X[:, 0], Y[:, 0], X[:, 1], Y[:, 1], X[:, 2], Y[:, 2])
-        keep = valid[T].all(1) & (area2 != 0)
+        keep = area2 != 0
         if cull_backfaces:
             keep &= area2 > 0
         orient = torch.where(area2 > 0, 1, -1)
@@ -102,13 +191,39 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
         dz = (e[0].double() * Dt[:, 0] + e[1].double() * Dt[:, 1] + e[2].double() * Dt[:, 2]) / area
         d32 = dz.float()
         inside &= (d32 >= -1.0) & (d32 <= 1.0)
-        key = ((_sortable(d32) - (1 << 31)) << 32) | t
+        key = ((_sortable(d32) - (1 << 31)) << 32) | tid[t]
         key = torch.where(inside, key, torch.full_like(key, _EMPTY))
         zbuf = torch.full((height * width,), _EMPTY, dtype=torch.int64, device=pos.device)
         zbuf.scatter_reduce_(0, row * width + col, key, reduce="amin")
         hit = zbuf != _EMPTY
         out[b, hit] = zbuf[hit] & 0xFFFFFFFF
     return out.view(B, height, width)
+
+
+def _homogeneous_terms(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor, H: int, W: int):
+    """a_k = (X_k - px w_k, Y_k - py w_k) with X = (x + w) W / 2, and cross_k = cross(a_i, a_j)
+    (render_math.h homogeneous_pixel). v: (..., 3, 4) float64."""
+    hx, hy = 0.5 * W, 0.5 * H
+    ax = [(v[..., k, 0] + v[..., k, 3]) * hx - px * v[..., k, 3] for k in range(3)]
+    ay = [(v[..., k, 1] + v[..., k, 3]) * hy - py * v[..., k, 3] for k in range(3)]
+    cross = [ax[(k + 1) % 3] * ay[(k + 2) % 3] - ay[(k + 1) % 3] * ax[(k + 2) % 3] for k in range(3)]
+    return ax, ay, cross
+
+
+def _homogeneous(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor, H: int, W: int):
+    """Barycentrics [b0, b1, b2] and depth of the original triangle at the pixel centre, valid
+    whatever the signs of w (2D-homogeneous form; for w > 0 the perspective-correct ones)."""
+    _, _, cross = _homogeneous_terms(v, px, py, H, W)
+    total = cross[0] + cross[1] + cross[2]
+    flat = total == 0
+    safe = torch.where(flat, torch.ones_like(total), total)
+    third = torch.full_like(total, 1.0 / 3.0)
+    b = [torch.where(flat, third, c / safe) for c in cross]
+    num = b[0] * v[..., 0, 2] + b[1] * v[..., 1, 2] + b[2] * v[..., 2, 2]
+    den = b[0] * v[..., 0, 3] + b[1] * v[..., 1, 3] + b[2] * v[..., 2, 3]
+    edge_on = den == 0
+    depth = torch.where(edge_on, torch.zeros_like(den), num / torch.where(edge_on, torch.ones_like(den), den))
+    return b, depth
 
 
 def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -127,20 +242,8 @@ def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor) -> torch.Te
     dummy = torch.tensor([[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [-1.0, 1.0, 0.0, 1.0]],
                          dtype=torch.float64, device=pos.device)
     v = torch.where(hit[..., None, None], v, dummy)
-    inv_w = 1.0 / v[..., 3]
-    sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
-    sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
-    depth = v[..., 2] * inv_w
-    area = _edge(sx[..., 0], sy[..., 0], sx[..., 1], sy[..., 1], sx[..., 2], sy[..., 2])
-    flat = area == 0
-    safe_area = torch.where(flat, torch.ones_like(area), area)
-    lam = torch.stack([_edge(sx[..., (k + 1) % 3], sy[..., (k + 1) % 3], sx[..., (k + 2) % 3],
-                             sy[..., (k + 2) % 3], px, py) / safe_area for k in range(3)], -1)
-    lam = torch.where(flat.unsqueeze(-1), torch.full_like(lam, 1.0 / 3.0), lam)
-    q = lam * inv_w
-    b = q / q.sum(-1, keepdim=True)
-    z = (lam * depth).sum(-1)
-    out = torch.stack([b[..., 0], b[..., 1], z, (ids + 1).double()], -1)
+    b, z = _homogeneous(v, px, py, H, W)
+    out = torch.stack([b[0], b[1], z, (ids + 1).double()], -1)
     out = torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
     return out.to(pos.dtype)
 
@@ -272,8 +375,12 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     has_other = other >= 0
     ov = pos.detach().double()[b, other.clamp(min=0)]
     osx, osy, _, _, ovalid = _screen(ov, H, W)
-    e_other = _edge(px, py, qx, qy, osx, osy)
-    silhouette = ~(has_other & ovalid) | torch.where(own > 0, e_other >= 0, e_other <= 0)
+    # A neighbour with a vertex behind the eye or beyond the band is drawn clipped: its side
+    # of the edge from the homogeneous vertex (render_math.h homogeneous_side).
+    hx_o = (ov[..., 0] + ov[..., 3]) * (0.5 * W) - px * ov[..., 3]
+    hy_o = (ov[..., 1] + ov[..., 3]) * (0.5 * H) - py * ov[..., 3]
+    e_other = torch.where(ovalid, _edge(px, py, qx, qy, osx, osy), (qx - px) * hy_o - (qy - py) * hx_o)
+    silhouette = ~has_other | torch.where(own > 0, e_other >= 0, e_other <= 0)
     ok &= silhouette
     keep = ok.nonzero().squeeze(1)
     t = t[keep].clamp(0.0, 1.0)
@@ -320,28 +427,18 @@ def interpolate_derivatives(attr: torch.Tensor, rast: torch.Tensor, tri: torch.T
     dummy = torch.tensor([[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [-1.0, 1.0, 0.0, 1.0]],
                          dtype=torch.float64, device=rast.device)
     v = torch.where(hit[..., None, None], v, dummy)
-    valid = v[..., 3] >= MIN_W
-    inv_w = torch.where(valid, 1.0 / torch.where(valid, v[..., 3], torch.ones_like(v[..., 3])),
-                        torch.zeros_like(v[..., 3]))
-    sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
-    sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
     px = torch.arange(W, device=rast.device, dtype=torch.float64).view(1, 1, W) + 0.5
     py = torch.arange(H, device=rast.device, dtype=torch.float64).view(1, H, 1) + 0.5
-    area = _edge(sx[..., 0], sy[..., 0], sx[..., 1], sy[..., 1], sx[..., 2], sy[..., 2])
-    safe_area = torch.where(area == 0, torch.ones_like(area), area)
-    q, dqx, dqy = [], [], []
-    for k in range(3):
-        i, j = (k + 1) % 3, (k + 2) % 3
-        lk = _edge(sx[..., i], sy[..., i], sx[..., j], sy[..., j], px, py) / safe_area
-        q.append(lk * inv_w[..., k])
-        dqx.append((sy[..., i] - sy[..., j]) / safe_area * inv_w[..., k])
-        dqy.append((sx[..., j] - sx[..., i]) / safe_area * inv_w[..., k])
-    qsum = q[0] + q[1] + q[2]
-    safe_qsum = torch.where(qsum == 0, torch.ones_like(qsum), qsum)
-    sum_x, sum_y = dqx[0] + dqx[1] + dqx[2], dqy[0] + dqy[1] + dqy[2]
-    db = [[(dq[k] - q[k] / safe_qsum * s) / safe_qsum for dq, s in ((dqx, sum_x), (dqy, sum_y))]
+    ax, ay, cross = _homogeneous_terms(v, px, py, H, W)
+    w = [v[..., k, 3] for k in range(3)]
+    total = cross[0] + cross[1] + cross[2]
+    safe = torch.where(total == 0, torch.ones_like(total), total)
+    dcx = [w[(k + 2) % 3] * ay[(k + 1) % 3] - w[(k + 1) % 3] * ay[(k + 2) % 3] for k in range(3)]
+    dcy = [w[(k + 1) % 3] * ax[(k + 2) % 3] - w[(k + 2) % 3] * ax[(k + 1) % 3] for k in range(3)]
+    sum_x, sum_y = dcx[0] + dcx[1] + dcx[2], dcy[0] + dcy[1] + dcy[2]
+    db = [[(dc[k] - cross[k] / safe * s) / safe for dc, s in ((dcx, sum_x), (dcy, sum_y))]
           for k in range(2)]
-    usable = (hit & (area != 0) & (qsum != 0)).unsqueeze(-1)
+    usable = (hit & (total != 0)).unsqueeze(-1)
     a = attr.double()[batch, corners]  # (B, H, W, 3, C)
     e0, e1 = a[..., 0, :] - a[..., 2, :], a[..., 1, :] - a[..., 2, :]
     ddx = db[0][0].unsqueeze(-1) * e0 + db[1][0].unsqueeze(-1) * e1
