@@ -52,6 +52,33 @@ def _forward_kernel(tex_ptr, uv_ptr, out_ptr, tex_h, tex_w, height, width,
 
 
 @triton.jit
+def channel_backward(meta_ptr, acc_ptr, num_values, grad_c, i00, i01, i10, i11, w00, w01, w10, w11,
+                     du00, du01, du10, du11, dv00, dv01, dv10, dv11, t00, t01, t10, t11, g, look, g_u, g_v,
+                     CHANNELS: tl.constexpr, PASS: tl.constexpr):
+    """One channel of bilinear sampling's backward, shared by sample_texture and render_textured:
+    the four taps' texel gradients (w * g) into the fixed-point sums, and the channel's share of
+    the uv gradient added to (g_u, g_v) tap by tap, in the CPU's order."""
+    gt00 = g * t00
+    gt01 = g * t01
+    gt10 = g * t10
+    gt11 = g * t11
+    g_u += du00 * gt00
+    g_u += du01 * gt01
+    g_u += du10 * gt10
+    g_u += du11 * gt11
+    g_v += dv00 * gt00
+    g_v += dv01 * gt01
+    g_v += dv10 * gt10
+    g_v += dv11 * gt11
+    # Taps with weight 0 (outside in ZERO mode, or exactly on a texel line) add nothing.
+    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i00 * CHANNELS, w00 * g, look & (w00 != 0.0), PASS)
+    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i01 * CHANNELS, w01 * g, look & (w01 != 0.0), PASS)
+    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i10 * CHANNELS, w10 * g, look & (w10 != 0.0), PASS)
+    scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i11 * CHANNELS, w11 * g, look & (w11 != 0.0), PASS)
+    return g_u, g_v
+
+
+@triton.jit
 def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, meta_ptr, acc_ptr, grad_uv_ptr, num_values,
                      tex_h, tex_w, height, width,
                      BATCHED: tl.constexpr, MODE: tl.constexpr, CHANNELS: tl.constexpr,
@@ -75,28 +102,13 @@ def _backward_kernel(tex_ptr, uv_ptr, grad_out_ptr, meta_ptr, acc_ptr, grad_uv_p
     g_v = tl.full([BLOCK], 0.0, tl.float64)
     for c in tl.static_range(CHANNELS):
         g = tl.load(grad_out_ptr + pixel * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        gt00 = g * tl.load(tex_ptr + i00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        gt01 = g * tl.load(tex_ptr + i01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        gt10 = g * tl.load(tex_ptr + i10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        gt11 = g * tl.load(tex_ptr + i11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
-        g_u += du00 * gt00
-        g_u += du01 * gt01
-        g_u += du10 * gt10
-        g_u += du11 * gt11
-        g_v += dv00 * gt00
-        g_v += dv01 * gt01
-        g_v += dv10 * gt10
-        g_v += dv11 * gt11
-        # Taps with weight 0 (outside in ZERO mode, or exactly on a texel line) add nothing.
-        grad_c = base + c
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i00 * CHANNELS, w00 * g,
-                    live & (w00 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i01 * CHANNELS, w01 * g,
-                    live & (w01 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i10 * CHANNELS, w10 * g,
-                    live & (w10 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i11 * CHANNELS, w11 * g,
-                    live & (w11 != 0.0), PASS)
+        t00 = tl.load(tex_ptr + i00 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t01 = tl.load(tex_ptr + i01 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t10 = tl.load(tex_ptr + i10 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        t11 = tl.load(tex_ptr + i11 * CHANNELS + c, mask=live, other=0.0).to(tl.float64)
+        g_u, g_v = channel_backward(meta_ptr, acc_ptr, num_values, base + c, i00, i01, i10, i11,
+                                    w00, w01, w10, w11, du00, du01, du10, du11, dv00, dv01, dv10, dv11,
+                                    t00, t01, t10, t11, g, live, g_u, g_v, CHANNELS, PASS)
     if PASS == 0:
         return
     tl.store(grad_uv_ptr + pixel * 2 + 0, g_u, mask=live)

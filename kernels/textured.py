@@ -22,8 +22,8 @@ import triton.language as tl
 from nl3dmm.constants import BOUNDARY_MODES
 
 from . import fixed_sum
-from .fixed_sum import scatter_add
 from .interpolate import _load_pixel
+from .texture import channel_backward
 from .render_math import bilinear_taps, bilinear_weight_grads, bilinear_weights
 from .runtime import cdiv, launch, pixel_block
 
@@ -139,18 +139,9 @@ def _backward_kernel(rast_ptr, tri_ptr, attr_ptr, tex_ptr, background_ptr, mask_
         t01 = tl.load(tex_ptr + i01 * CHANNELS + c, mask=look, other=0.0).to(tl.float64)
         t10 = tl.load(tex_ptr + i10 * CHANNELS + c, mask=look, other=0.0).to(tl.float64)
         t11 = tl.load(tex_ptr + i11 * CHANNELS + c, mask=look, other=0.0).to(tl.float64)
-        gt00 = gc * t00
-        gt01 = gc * t01
-        gt10 = gc * t10
-        gt11 = gc * t11
-        g_u += du00 * gt00
-        g_u += du01 * gt01
-        g_u += du10 * gt10
-        g_u += du11 * gt11
-        g_v += dv00 * gt00
-        g_v += dv01 * gt01
-        g_v += dv10 * gt10
-        g_v += dv11 * gt11
+        g_u, g_v = channel_backward(meta_ptr, acc_ptr, num_values, base + c, i00, i01, i10, i11,
+                                    w00, w01, w10, w11, du00, du01, du10, du11, dv00, dv01, dv10, dv11,
+                                    t00, t01, t10, t11, gc, look, g_u, g_v, CHANNELS, PASS)
         if WANT_MASK:
             colour = _round(w00 * t00 + w01 * t01 + w10 * t10 + w11 * t11, F64).to(tl.float64)
             colour = tl.where(look, colour, 0.0)
@@ -159,15 +150,6 @@ def _backward_kernel(rast_ptr, tri_ptr, attr_ptr, tex_ptr, background_ptr, mask_
             else:
                 bg = tl.full([BLOCK], 0.0, tl.float64)
             g_m += tl.where(hit, g.to(tl.float64) * (colour - bg), 0.0)
-        grad_c = base + c
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i00 * CHANNELS, w00 * gc,
-                    look & (w00 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i01 * CHANNELS, w01 * gc,
-                    look & (w01 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i10 * CHANNELS, w10 * gc,
-                    look & (w10 != 0.0), PASS)
-        scatter_add(meta_ptr, acc_ptr, num_values, grad_c + i11 * CHANNELS, w11 * gc,
-                    look & (w11 != 0.0), PASS)
         if PASS != 0:
             if WANT_BACKGROUND:
                 tl.store(grad_background_ptr + pixel * CHANNELS + c, g * (1.0 - m), mask=live)
