@@ -329,27 +329,34 @@ def check_derivative_pos(pos: object, rast: torch.Tensor, num_vertices: int,
     return pos
 
 
+def require_per_pixel(name: str, x: object, shape: tuple, layout: str, like_name: str, like: torch.Tensor,
+                      validate: str, op: str) -> torch.Tensor:
+    """A float input of exactly `shape` (described by `layout` in the error), on `like`'s device
+    and in its dtype, finite."""
+    x = require_tensor(name, x)
+    require_float(name, x)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
+    if x.device != like.device:
+        raise ValueError(f"{name} is on {x.device} but {like_name} is on {like.device}")
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name} is {x.dtype} but {like_name} is {like.dtype}; use one dtype")
+    require_finite(name, x.detach(), validate, op)
+    return x
+
+
 def check_uv_da(uv_da: object, uv: torch.Tensor, validate: str = "full") -> torch.Tensor:
     """uv's screen derivatives (B, H, W, 4) = (du/dx, du/dy, dv/dx, dv/dy), as returned by
     interpolate_derivatives for a 2-channel uv attribute."""
-    uv_da = require_tensor("uv_da", uv_da)
-    if uv_da.device != uv.device:
-        raise ValueError(f"uv_da is on {uv_da.device} but uv is on {uv.device}")
-    require_float("uv_da", uv_da)
-    if tuple(uv_da.shape) != (*uv.shape[:3], 4):
-        raise ValueError(f"uv_da must have shape {(*uv.shape[:3], 4)} (du/dx, du/dy, dv/dx, dv/dy per "
-                         f"pixel of uv), got {tuple(uv_da.shape)}")
-    if uv_da.dtype != uv.dtype:
-        raise TypeError(f"uv_da is {uv_da.dtype} but uv is {uv.dtype}; use one dtype")
-    require_finite("uv_da", uv_da.detach(), validate, "sample_texture")
-    return uv_da
+    shape = (*uv.shape[:3], 4)
+    return require_per_pixel("uv_da", uv_da, shape, f"{shape} (du/dx, du/dy, dv/dx, dv/dy per pixel of uv)",
+                             "uv", uv, validate, "sample_texture")
 
 
 def check_max_mip_level(max_mip_level: object) -> int:
     if isinstance(max_mip_level, bool) or not isinstance(max_mip_level, int) or max_mip_level < 0:
         raise ValueError(f"max_mip_level must be an int >= 0 or None, got {max_mip_level!r}")
     return max_mip_level
-
 
 
 def check_textured_uv(uv: object, pos: torch.Tensor, rast: torch.Tensor,
@@ -366,30 +373,14 @@ def check_textured_uv(uv: object, pos: torch.Tensor, rast: torch.Tensor,
 def check_background(background: object, rast: torch.Tensor, channels: int,
                      validate: str = "full") -> torch.Tensor:
     """render_textured's background: (B, H, W, C) like the image, rast's dtype and device."""
-    background = require_tensor("background", background)
-    require_float("background", background)
-    expected = (*rast.shape[:3], channels)
-    if tuple(background.shape) != expected:
-        raise ValueError(f"background must have shape (B, H, W, C) = {expected} (the texture has C = "
-                         f"{channels}), got {tuple(background.shape)}")
-    if background.device != rast.device:
-        raise ValueError(f"background is on {background.device} but pos is on {rast.device}")
-    if background.dtype != rast.dtype:
-        raise TypeError(f"background is {background.dtype} but pos is {rast.dtype}; use one dtype")
-    require_finite("background", background.detach(), validate, "render_textured")
-    return background
+    shape = (*rast.shape[:3], channels)
+    return require_per_pixel("background", background, shape,
+                             f"(B, H, W, C) = {shape} (the texture has C = {channels})", "pos", rast, validate,
+                             "render_textured")
 
 
 def check_mask_multiplier(mask: object, rast: torch.Tensor, validate: str = "full") -> torch.Tensor:
     """render_textured's mask multiplier: (B, H, W), rast's dtype and device, finite (the
     coverage 0 times an infinite multiplier would be NaN)."""
-    mask = require_tensor("mask", mask)
-    require_float("mask", mask)
-    if tuple(mask.shape) != tuple(rast.shape[:3]):
-        raise ValueError(f"mask must have shape (B, H, W) = {tuple(rast.shape[:3])}, got {tuple(mask.shape)}")
-    if mask.device != rast.device:
-        raise ValueError(f"mask is on {mask.device} but pos is on {rast.device}")
-    if mask.dtype != rast.dtype:
-        raise TypeError(f"mask is {mask.dtype} but pos is {rast.dtype}; use one dtype")
-    require_finite("mask", mask.detach(), validate, "render_textured")
-    return mask
+    shape = tuple(rast.shape[:3])
+    return require_per_pixel("mask", mask, shape, f"(B, H, W) = {shape}", "pos", rast, validate, "render_textured")
