@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from .camera import image_to_clip, project_m_with_depth
-from ..render import interpolate, rasterize, render_textured, sample_texture
-from ..render.backends import resolve_backend_name
+from ..render import render_textured
 
 
 def render_face(vertices: torch.Tensor, m: torch.Tensor, texture: torch.Tensor, triangles: torch.Tensor | np.ndarray,
@@ -28,7 +27,7 @@ def render_face(vertices: torch.Tensor, m: torch.Tensor, texture: torch.Tensor, 
 
     Returns `image` (B, H, W, C) — the render where the mask is set, `background` (or 0)
     elsewhere — `mask` (B, H, W) float (render coverage x `face_mask`), and the raw `rast`.
-    `fused`: None fuses on every backend but "reference" (render_textured), False never.
+    `fused`: as render_textured's (None fuses on every backend but "reference", False never).
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     tri = torch.as_tensor(np.asarray(triangles) if not isinstance(triangles, torch.Tensor) else triangles)
@@ -36,34 +35,13 @@ def render_face(vertices: torch.Tensor, m: torch.Tensor, texture: torch.Tensor, 
     points = project_m_with_depth(vertices, m, height)
     clip = image_to_clip(points, height, width)
     attr = torch.as_tensor(np.asarray(uv) if not isinstance(uv, torch.Tensor) else uv)
-    if fused is None:
-        fused = resolve_backend_name(backend, clip.device) != "reference"
-    if fused:
-        return _render_fused(clip, tri, attr, texture, (height, width), background, face_mask, backend)
-    rast = rasterize(clip, tri, (height, width), cull_backfaces=True, backend=backend)
-    pixel_uv = interpolate(attr.to(device=rast.device, dtype=rast.dtype), rast, tri, backend=backend)
-    colour = sample_texture(texture.to(rast.dtype), pixel_uv, backend=backend)
-    mask = (rast[..., 3] > 0).to(rast.dtype)
-    if face_mask is not None:
-        mask = mask * face_mask.to(rast.dtype)
-    if background is None:
-        background = torch.zeros_like(colour)
-    image = colour * mask[..., None] + background.to(rast.dtype) * (1 - mask[..., None])
-    return {"image": image, "mask": mask, "rast": rast}
-
-
-def _render_fused(clip: torch.Tensor, tri: torch.Tensor, attr: torch.Tensor, texture: torch.Tensor,
-                  size: tuple[int, int], background: torch.Tensor | None, face_mask: torch.Tensor | None,
-                  backend: str | None) -> dict[str, torch.Tensor]:
-    """render_face's chain after the projection as render_textured. The unfused composite
-    broadcasts background and face_mask; the fused kernel takes them at full size."""
-    dtype, (height, width) = clip.dtype, size
-    B, C = clip.shape[0], texture.shape[-1]
+    # render_textured takes background and face_mask at full size; callers may broadcast them.
+    dtype, B, C = clip.dtype, clip.shape[0], texture.shape[-1]
     if background is not None:
         background = torch.broadcast_to(background.to(dtype), (B, height, width, C))
     if face_mask is not None:
         face_mask = torch.broadcast_to(face_mask.to(dtype), (B, height, width))
     image, mask, rast = render_textured(clip, tri, attr.to(device=clip.device, dtype=dtype), texture.to(dtype),
                                         (height, width), cull_backfaces=True, background=background,
-                                        mask=face_mask, backend=backend, fused=True)
+                                        mask=face_mask, backend=backend, fused=fused)
     return {"image": image, "mask": mask, "rast": rast}
