@@ -109,6 +109,13 @@ PYBIND11_MODULE(_C, m) {
         omp_set_num_threads(n);
     }, "Set the OpenMP threads the CPU kernels use (results do not depend on it).");
 
+    m.def("all_finite", [](int64_t data, int64_t n, bool f64) {
+        if (n < 0) throw std::invalid_argument("all_finite: n must be >= 0, got " + std::to_string(n));
+        py::gil_scoped_release release;
+        return nl3dmm::cpu::all_finite(reinterpret_cast<const void*>(data), n, f64);
+    }, py::arg("data"), py::arg("n"), py::arg("f64"),
+          "Whether the n float32 (float64 when f64) values at address data are all finite.");
+
 #ifdef NL3DMM_WITH_CUDA
     // CUDA kernels: the same keyword arguments, device addresses, plus scratch and stream.
     // Launches are asynchronous on `stream`; the GIL is released for them too.

@@ -10,19 +10,24 @@
 // results are bit-identical across runs and across OpenMP thread counts.
 #include "render_cpu.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "../antialias_pair.h"
 #include "../index_checks.h"
 #include "../render_math.h"
 #include "../textured_pixel.h"
+#include "work_pool.h"
 
 namespace nl3dmm {
 namespace cpu {
 namespace {
+
+// Pixels per piece of a per-pixel loop: small enough to spread a 224 x 224 image over a few
+// pieces per thread, large enough that claiming a piece costs nothing next to it.
+constexpr int64_t kPixelGrain = 1024;
 
 // The per-image working state of the rasterizer; one per thread when images run in parallel.
 struct ImageRaster {
@@ -41,10 +46,15 @@ void project_vertices(const T* pos, int64_t v0, int64_t v1, int H, int W, ImageR
 // Whether every index of tri is a vertex: one pass over the triangles, so that the per-image
 // loops (B times F triangles) skip the per-triangle check in the usual case.
 bool tri_in_range(const int32_t* tri, int64_t F, int64_t V) {
-    bool ok = true;
-#pragma omp parallel for schedule(static) reduction(&& : ok)
-    for (int64_t f = 0; f < F; ++f) ok = ok && vertex_indices_valid(tri + f * 3, V);
-    return ok;
+    std::atomic<bool> ok{true};
+    parallel_for(F, 16384, [&](int64_t begin, int64_t end, int) {
+        for (int64_t f = begin; f < end; ++f)
+            if (!vertex_indices_valid(tri + f * 3, V)) {
+                ok.store(false, std::memory_order_relaxed);
+                return;
+            }
+    });
+    return ok.load();
 }
 
 template <typename T>
@@ -136,10 +146,12 @@ void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F,
     resolve_rows(pos, tri, 0, H, H, W, s, out);
 }
 
-// One image split across the team (for batches smaller than the team). Each thread z-tests
-// its own share of the triangles into a private z-buffer; the buffers are then merged with
-// min. The packed-key minimum does not depend on the order, so the result is bit-identical
-// for any thread count, and no two threads ever write one buffer.
+// One image split across the pool (for batches smaller than the pool). Each thread z-tests the
+// pieces of the triangle list it claims into its own z-buffer; the buffers of the threads that
+// took part are then merged with min. The packed-key minimum does not depend on the order, so
+// the result is bit-identical whoever drew what, and no two threads ever write one buffer.
+// parts[0] (the caller's) is cleared up front: it is the merge's target even if the caller
+// claimed nothing; the others are cleared by their thread on its first piece.
 template <typename T>
 void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
                                   int W, bool cull, std::vector<ImageRaster>& parts, T* out,
@@ -147,26 +159,33 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
     const int n = (int)parts.size();
     ImageRaster& s = parts[0];
     const int64_t pixels = (int64_t)H * W;
-#pragma omp parallel num_threads(n)
-    {
-#pragma omp for schedule(static)
-        for (int64_t v = 0; v < V; v += 4096) project_vertices(pos, v, std::min(V, v + 4096), H, W, s);
-#pragma omp for schedule(static, 1)
-        for (int p = 0; p < n; ++p) {
-            uint64_t* zbuf = parts[p].zbuf.data();
-            std::fill(zbuf, zbuf + pixels, kEmptyKey);
-            for (int64_t f = F * p / n; f < F * (p + 1) / n; ++f)
-                raster_triangle(pos, s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
+    parallel_for(V, 4096, [&](int64_t begin, int64_t end, int) { project_vertices(pos, begin, end, H, W, s); });
+    std::fill(s.zbuf.begin(), s.zbuf.end(), kEmptyKey);
+    std::vector<char> used(n, 0);
+    used[0] = 1;
+    parallel_for(F, 2048, [&](int64_t begin, int64_t end, int worker) {
+        ImageRaster& mine = parts[worker];
+        if (!used[worker]) {
+            used[worker] = 1;
+            if (mine.zbuf.size() != (size_t)pixels) mine.zbuf.resize(pixels);
+            std::fill(mine.zbuf.begin(), mine.zbuf.end(), kEmptyKey);
         }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < pixels; ++i) {
-            uint64_t key = s.zbuf[i];
-            for (int p = 1; p < n; ++p) key = std::min(key, parts[p].zbuf[i]);
-            s.zbuf[i] = key;
-        }
-#pragma omp for schedule(static)
-        for (int r = 0; r < H; ++r) resolve_rows(pos, tri, r, r + 1, H, W, s, out);
-    }
+        uint64_t* zbuf = mine.zbuf.data();
+        for (int64_t f = begin; f < end; ++f)
+            raster_triangle(pos, s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
+    }, /*max_workers=*/n);
+    std::vector<const uint64_t*> others;
+    for (int p = 1; p < n; ++p)
+        if (used[p]) others.push_back(parts[p].zbuf.data());
+    if (!others.empty())
+        parallel_for(pixels, 8192, [&](int64_t begin, int64_t end, int) {
+            for (int64_t i = begin; i < end; ++i) {
+                uint64_t key = s.zbuf[i];
+                for (const uint64_t* z : others) key = std::min(key, z[i]);
+                s.zbuf[i] = key;
+            }
+        });
+    parallel_for(H, 8, [&](int64_t begin, int64_t end, int) { resolve_rows(pos, tri, (int)begin, (int)end, H, W, s, out); });
 }
 
 template <typename T>
@@ -180,25 +199,38 @@ void store(const std::vector<double>& src, T* dst) {
 // (un-batched) input, added to a running total in batch order. Neither result depends on
 // which thread handled which image, so gradients are bit-identical for any thread count.
 // accumulate(b, double* acc) adds image b's contributions to the zeroed acc.
+// Images are claimed in batch order, so the thread holding image b only waits (for its turn
+// to add to the total) on images that other threads are already working on.
 template <typename T, typename Accumulate>
 void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&& accumulate) {
     std::vector<double> total(batched ? 0 : size, 0.0);
-#pragma omp parallel
-    {
-        std::vector<double> acc(size);
-#pragma omp for schedule(static, 1) ordered
-        for (int64_t b = 0; b < B; ++b) {
-            std::fill(acc.begin(), acc.end(), 0.0);
-            accumulate(b, acc.data());
-            if (batched) {
-                store(acc, dst + b * size);
-            } else {
-#pragma omp ordered
-                for (int64_t i = 0; i < size; ++i) total[i] += acc[i];
-            }
+    std::vector<std::vector<double>> accs(workers());
+    std::atomic<int64_t> turn{0};  // the next image to add to total
+    run_chunks(B, [&](int64_t b, int worker) {
+        std::vector<double>& acc = accs[worker];
+        acc.assign(size, 0.0);
+        accumulate(b, acc.data());
+        if (batched) {
+            store(acc, dst + b * size);
+            return;
         }
-    }
+        while (turn.load(std::memory_order_acquire) != b) std::this_thread::yield();
+        for (int64_t i = 0; i < size; ++i) total[i] += acc[i];
+        turn.store(b + 1, std::memory_order_release);
+    });
     if (!batched) store(total, dst);
+}
+
+template <typename T>
+bool all_finite_t(const T* x, int64_t n) {
+    std::atomic<bool> ok{true};
+    parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end, int) {
+        // x - x is 0 for a finite x and NaN for NaN or Inf; summed without a branch per value.
+        T acc = T(0);
+        for (int64_t i = begin; i < end; ++i) acc += x[i] - x[i];
+        if (acc != T(0)) ok.store(false, std::memory_order_relaxed);
+    });
+    return ok.load();
 }
 
 template <typename T>
@@ -211,23 +243,21 @@ void rasterize_forward_t(const RasterizeArgs& a) {
     int32_t* status = tri_in_range(tri, F, V) ? nullptr : buffer<int32_t>(a.launch.status);
     const int H = a.H, W = a.W;
     const int64_t pixels = (int64_t)H * W;
-    if (B >= omp_get_max_threads()) {
-#pragma omp parallel
-        {
-            ImageRaster s;
+    if (B >= workers()) {
+        std::vector<ImageRaster> states(workers());  // allocated by their thread on first use
+        run_chunks(B, [&](int64_t b, int worker) {
+            ImageRaster& s = states[worker];
             s.screen.resize(V);
             s.zbuf.resize(pixels);
-#pragma omp for schedule(dynamic)
-            for (int64_t b = 0; b < B; ++b)
-                rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, a.cull, s, rast + b * pixels * 4, status);
-        }
+            rasterize_one_image(pos + b * V * 4, tri, V, F, H, W, a.cull, s, rast + b * pixels * 4, status);
+        });
     } else {
         // Private z-buffers cost pixels * 8 bytes each; keep them under ~256 MB in all.
         const int64_t budget = (256ll << 20) / (pixels * 8);
-        const int n = (int)std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), budget));
+        const int n = (int)std::max<int64_t>(1, std::min<int64_t>(workers(), budget));
         std::vector<ImageRaster> parts(n);
         parts[0].screen.resize(V);
-        for (auto& part : parts) part.zbuf.resize(pixels);
+        parts[0].zbuf.resize(pixels);
         for (int64_t b = 0; b < B; ++b)
             rasterize_one_image_parallel(pos + b * V * 4, tri, V, F, H, W, a.cull, parts,
                                          rast + b * pixels * 4, status);
@@ -274,14 +304,15 @@ void interpolate_forward_t(const InterpolateArgs& a) {
     // Fields copied to locals: the loop body then reads registers, not the struct.
     const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W, n = a.B * pixels;
     const bool batched = a.attr_batched;
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < n; ++bp) {
-        if (pixel_triangle(rast + bp * 4, tri, V, F, status) == kInvalidTriangle) {
-            for (int64_t c = 0; c < C; ++c) out[bp * C + c] = T(0);
-            continue;
+    parallel_for(n, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            if (pixel_triangle(rast + bp * 4, tri, V, F, status) == kInvalidTriangle) {
+                for (int64_t c = 0; c < C; ++c) out[bp * C + c] = T(0);
+                continue;
+            }
+            interpolate_pixel(rast + bp * 4, tri, attr + (batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
         }
-        interpolate_pixel(rast + bp * 4, tri, attr + (batched ? (bp / pixels) * V * C : 0), C, out + bp * C);
-    }
+    });
 }
 
 template <typename T>
@@ -294,26 +325,27 @@ void interpolate_backward_t(const InterpolateArgs& a) {
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
     // d out / d(b0, b1) = (a0 - a2, a1 - a2): a per-pixel gather, no conflicts.
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        const int64_t b = bp / pixels;
-        T* gr = grad_rast + bp * 4;
-        gr[0] = gr[1] = gr[2] = gr[3] = T(0);
-        const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
-        if (f < 0) continue;
-        const T* attr_b = attr + (a.attr_batched ? b * V * C : 0);
-        const T* a0 = attr_b + (int64_t)tri[f * 3 + 0] * C;
-        const T* a1 = attr_b + (int64_t)tri[f * 3 + 1] * C;
-        const T* a2 = attr_b + (int64_t)tri[f * 3 + 2] * C;
-        const T* g = grad_out + bp * C;
-        double g0 = 0, g1 = 0;
-        for (int64_t c = 0; c < C; ++c) {
-            g0 += (double)g[c] * ((double)a0[c] - (double)a2[c]);
-            g1 += (double)g[c] * ((double)a1[c] - (double)a2[c]);
+    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            const int64_t b = bp / pixels;
+            T* gr = grad_rast + bp * 4;
+            gr[0] = gr[1] = gr[2] = gr[3] = T(0);
+            const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
+            if (f < 0) continue;
+            const T* attr_b = attr + (a.attr_batched ? b * V * C : 0);
+            const T* a0 = attr_b + (int64_t)tri[f * 3 + 0] * C;
+            const T* a1 = attr_b + (int64_t)tri[f * 3 + 1] * C;
+            const T* a2 = attr_b + (int64_t)tri[f * 3 + 2] * C;
+            const T* g = grad_out + bp * C;
+            double g0 = 0, g1 = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                g0 += (double)g[c] * ((double)a0[c] - (double)a2[c]);
+                g1 += (double)g[c] * ((double)a1[c] - (double)a2[c]);
+            }
+            gr[0] = (T)g0;
+            gr[1] = (T)g1;
         }
-        gr[0] = (T)g0;
-        gr[1] = (T)g1;
-    }
+    });
     // d out / d attr: a scatter to vertices.
     scatter_by_image(a.B, V * C, a.attr_batched, buffer<T>(a.grad_attr), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
@@ -339,21 +371,22 @@ void sample_texture_forward_t(const TextureArgs& a) {
     T* out = buffer<T>(a.out);
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W, texels = (int64_t)a.tex_h * a.tex_w;
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        T* o = out + bp * C;
-        if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
-            report_status(status, kBadTexCoord);
-            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-            continue;
+    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            T* o = out + bp * C;
+            if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
+                report_status(status, kBadTexCoord);
+                for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+                continue;
+            }
+            const int64_t b = bp / pixels;
+            const T* t = tex + (a.tex_batched ? b * texels * C : 0);
+            const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
+            double w[4];
+            bilinear_weights(taps, w);
+            for (int64_t c = 0; c < C; ++c) o[c] = (T)bilinear_channel(taps, w, t, C, c);
         }
-        const int64_t b = bp / pixels;
-        const T* t = tex + (a.tex_batched ? b * texels * C : 0);
-        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
-        double w[4];
-        bilinear_weights(taps, w);
-        for (int64_t c = 0; c < C; ++c) o[c] = (T)bilinear_channel(taps, w, t, C, c);
-    }
+    });
 }
 
 template <typename T>
@@ -364,21 +397,22 @@ void sample_texture_backward_t(const TextureArgs& a) {
     T* grad_uv = buffer<T>(a.grad_uv);
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W, texels = (int64_t)a.tex_h * a.tex_w;
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        grad_uv[bp * 2] = grad_uv[bp * 2 + 1] = T(0);
-        if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
-            report_status(status, kBadTexCoord);
-            continue;
+    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            grad_uv[bp * 2] = grad_uv[bp * 2 + 1] = T(0);
+            if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
+                report_status(status, kBadTexCoord);
+                continue;
+            }
+            const int64_t b = bp / pixels;
+            const T* t = tex + (a.tex_batched ? b * texels * C : 0);
+            const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
+            double g_uv[2];
+            bilinear_coordinate_grads(taps, a.tex_h, a.tex_w, t, grad_out + bp * C, T(1), C, g_uv);
+            grad_uv[bp * 2] = (T)g_uv[0];
+            grad_uv[bp * 2 + 1] = (T)g_uv[1];
         }
-        const int64_t b = bp / pixels;
-        const T* t = tex + (a.tex_batched ? b * texels * C : 0);
-        const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
-        double g_uv[2];
-        bilinear_coordinate_grads(taps, a.tex_h, a.tex_w, t, grad_out + bp * C, T(1), C, g_uv);
-        grad_uv[bp * 2] = (T)g_uv[0];
-        grad_uv[bp * 2 + 1] = (T)g_uv[1];
-    }
+    });
     scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
@@ -403,15 +437,17 @@ void sample_texture_backward_t(const TextureArgs& a) {
 template <typename T>
 void antialias_forward_t(const AntialiasArgs& args) {
     const AntialiasBuffers<T> a = antialias_buffers<T>(args);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_pixel(a, bp);
+    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) antialias_pixel(a, bp);
+    });
 }
 
 template <typename T>
 void antialias_backward_t(const AntialiasArgs& args) {
     const AntialiasBuffers<T> a = antialias_buffers<T>(args);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) antialias_color_gradient_pixel(a, bp);
+    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) antialias_color_gradient_pixel(a, bp);
+    });
     // d out / d pos: each pair once (from its pixel 0), in raster order per image.
     scatter_by_image(a.B, a.V * 4, /*batched=*/true, buffer<T>(args.grad_pos), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < a.pixels; ++p) {
@@ -440,13 +476,14 @@ void interpolate_derivatives_forward_t(const InterpolateArgs& a) {
     const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W, n = a.B * pixels;
     const int H = a.H, W = a.W;
     const bool batched = a.attr_batched;
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < n; ++bp) {
-        const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
-        const int64_t b = bp / pixels;
-        interpolate_derivatives_pixel(f, tri, attr + (batched ? b * V * C : 0), pos + b * V * 4, C,
-                                      bp % pixels, H, W, out + bp * 2 * C);
-    }
+    parallel_for(n, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            const int64_t f = pixel_triangle(rast + bp * 4, tri, V, F, status);
+            const int64_t b = bp / pixels;
+            interpolate_derivatives_pixel(f, tri, attr + (batched ? b * V * C : 0), pos + b * V * 4, C,
+                                          bp % pixels, H, W, out + bp * 2 * C);
+        }
+    });
 }
 
 // Gradient to attr only: the derivatives also depend on pos, which gets no gradient here.
@@ -493,17 +530,18 @@ void sample_texture_mip_forward_t(const TextureArgs& a) {
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W;
     const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        T* o = out + bp * C;
-        if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
-            report_status(status, kBadTexCoord);
-            for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-            continue;
+    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            T* o = out + bp * C;
+            if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
+                report_status(status, kBadTexCoord);
+                for (int64_t c = 0; c < C; ++c) o[c] = T(0);
+                continue;
+            }
+            const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
+            trilinear_sample_pixel(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t, C, o);
         }
-        const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
-        trilinear_sample_pixel(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t, C, o);
-    }
+    });
 }
 
 template <typename T>
@@ -517,22 +555,23 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W;
     const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * pixels; ++bp) {
-        T* gu = grad_uv + bp * 2;
-        T* gda = grad_uv_da + bp * 4;
-        gu[0] = gu[1] = gda[0] = gda[1] = gda[2] = gda[3] = T(0);
-        if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
-            report_status(status, kBadTexCoord);
-            continue;
+    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) {
+            T* gu = grad_uv + bp * 2;
+            T* gda = grad_uv_da + bp * 4;
+            gu[0] = gu[1] = gda[0] = gda[1] = gda[2] = gda[3] = T(0);
+            if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) {
+                report_status(status, kBadTexCoord);
+                continue;
+            }
+            const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
+            double g_uv[2], g_da[4];
+            trilinear_coordinate_grads(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t,
+                                       grad_out + bp * C, C, g_uv, g_da);
+            for (int k = 0; k < 2; ++k) gu[k] = (T)g_uv[k];
+            for (int k = 0; k < 4; ++k) gda[k] = (T)g_da[k];
         }
-        const T* t = tex + (a.tex_batched ? (bp / pixels) * texels * C : 0);
-        double g_uv[2], g_da[4];
-        trilinear_coordinate_grads(pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4), t,
-                                   grad_out + bp * C, C, g_uv, g_da);
-        for (int k = 0; k < 2; ++k) gu[k] = (T)g_uv[k];
-        for (int k = 0; k < 4; ++k) gda[k] = (T)g_da[k];
-    }
+    });
     scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
@@ -552,6 +591,10 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
 
+bool all_finite(const void* data, int64_t n, bool f64) {
+    return f64 ? all_finite_t(static_cast<const double*>(data), n) : all_finite_t(static_cast<const float*>(data), n);
+}
+
 }  // namespace cpu
 }  // namespace nl3dmm
 
@@ -564,8 +607,9 @@ namespace {
 template <typename T>
 void render_textured_forward_t(const TexturedArgs& args) {
     const TexturedBuffers<T> a = textured_buffers<T>(args);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_forward_pixel(a, bp);
+    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) textured_forward_pixel(a, bp);
+    });
 }
 
 // The gathers per pixel in parallel; the texture gradient summed per image in raster order
@@ -573,8 +617,9 @@ void render_textured_forward_t(const TexturedArgs& args) {
 template <typename T>
 void render_textured_backward_t(const TexturedArgs& args) {
     const TexturedBuffers<T> a = textured_buffers<T>(args);
-#pragma omp parallel for schedule(static)
-    for (int64_t bp = 0; bp < a.B * a.pixels; ++bp) textured_gather_pixel(a, bp);
+    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+        for (int64_t bp = begin; bp < end; ++bp) textured_gather_pixel(a, bp);
+    });
     scatter_by_image(a.B, a.texels * a.C, a.tex_batched, buffer<T>(args.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < a.pixels; ++p)
             textured_texture_grads(a, b * a.pixels + p, [acc](int64_t i, double v) { acc[i] += v; });

@@ -25,5 +25,10 @@ void render_textured_backward(const TexturedArgs& args);  // writes grad_tex, gr
                                                           // wanted (non-null) grad_background,
                                                           // grad_mask, grad_uv
 
+// Whether none of the n values at data (float64 when f64, else float32) is NaN or Inf: the
+// value check of every op's inputs on the CPU, run by the kernels' pool rather than torch's
+// threads, which after a pause take milliseconds to wake (work_pool.h).
+bool all_finite(const void* data, int64_t n, bool f64);
+
 }  // namespace cpu
 }  // namespace nl3dmm

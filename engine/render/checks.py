@@ -17,6 +17,11 @@ import torch
 from ..constants import BOUNDARY_MODES, MAX_RESOLUTION, MAX_TRIANGLES
 from . import pending
 
+try:
+    from nl3dmm import _C
+except ImportError:  # a source checkout that was never built: torch does the checks
+    _C = None
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
 VALIDATE_MODES = ("full", "deferred")
 
@@ -37,6 +42,17 @@ def nonfinite_on_device(x: torch.Tensor) -> torch.Tensor:
     return ~(torch.isfinite(lo) & torch.isfinite(hi))
 
 
+def _all_finite(x: torch.Tensor) -> bool:
+    """True when x has no NaN/Inf; False may also mean a sum overflowed (the caller then looks
+    element by element). A contiguous CPU tensor is scanned by the CPU kernels' pool: torch's
+    own threads, asleep after a pause, took ~5 ms to wake for this 1 ms check
+    (bench/results/pool-2026-12-02.md)."""
+    if x.device.type == "cpu" and x.is_contiguous() and x.dtype in FLOAT_DTYPES and _C is not None:
+        return _C.all_finite(x.data_ptr(), x.numel(), x.dtype == torch.float64)
+    # A sum is NaN/Inf whenever an element is, and costs one read with no mask allocation.
+    return bool(torch.isfinite(x.sum()))
+
+
 def require_tensor(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -52,9 +68,7 @@ def require_finite(name: str, x: torch.Tensor, validate: str = "full", op: str =
     if validate == "deferred":
         pending.record(op, name, nonfinite_on_device(x))
         return
-    # A sum is NaN/Inf whenever an element is, and costs one read with no mask allocation;
-    # only when it is not finite (or overflowed) do we pay for the exact elementwise test.
-    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+    if x.numel() == 0 or _all_finite(x):
         return
     bad = (~torch.isfinite(x)).nonzero()
     if len(bad):

@@ -1,0 +1,149 @@
+"""The CPU kernels' thread pool (csrc/cpu/work_pool.h): every chunk once, under ThreadSanitizer
+too; concurrent Python callers, forked children and more threads than cores get the serial
+results bit for bit; the input check it runs (all_finite) finds every NaN and Inf."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import nl3dmm
+from nl3dmm.render import checks
+from meshes import random_soup
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPILER = os.environ.get("CXX", "g++")
+
+
+def _build(tmp_path: Path, name: str, flags: list[str]) -> Path:
+    exe = tmp_path / name
+    cmd = [COMPILER, "-std=c++17", "-g", "-fopenmp", *flags, f"-I{ROOT / 'csrc'}",
+           str(ROOT / "tests" / "work_pool_stress.cpp"), str(ROOT / "csrc" / "cpu" / "work_pool.cpp"),
+           "-o", str(exe), "-lpthread"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return exe
+
+
+@pytest.mark.parametrize("variant,flags", [("plain", ["-O2"]), ("tsan", ["-O1", "-fsanitize=thread"])])
+@pytest.mark.parametrize("spin_us", ["0", "100000"])  # helpers asleep between calls / polling
+def test_stress_driver_every_chunk_once(tmp_path, variant, flags, spin_us):
+    exe = _build(tmp_path, variant, flags)
+    env = {**os.environ, "OMP_NUM_THREADS": "4", "NL3DMM_POOL_SPIN_US": spin_us,
+           "TSAN_OPTIONS": "halt_on_error=1 exitcode=66"}
+    done = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.stdout + done.stderr)[-3000:]
+    assert "WARNING: ThreadSanitizer" not in done.stderr, done.stderr[-3000:]
+
+
+def _render(pos: torch.Tensor, tri: torch.Tensor, tex: torch.Tensor, uv: torch.Tensor):
+    pos = pos.clone().requires_grad_(True)
+    tex = tex.clone().requires_grad_(True)
+    rast = nl3dmm.rasterize(pos, tri, (37, 53), backend="cpu")
+    image = nl3dmm.sample_texture(tex, nl3dmm.interpolate(uv, rast, tri, backend="cpu"), backend="cpu")
+    (image * torch.linspace(-1, 1, 3)).sum().backward()
+    return rast.detach(), image.detach(), pos.grad, tex.grad
+
+
+def _scene(batch: int):
+    pos, tri = random_soup(batch, 300, 500, torch.float32)
+    return pos, tri, torch.rand(batch, 16, 24, 3), torch.rand(300, 2)
+
+
+def _serial(scene):
+    before = nl3dmm.render.num_threads()
+    try:
+        nl3dmm.render.set_num_threads(1)
+        return _render(*scene)
+    finally:
+        nl3dmm.render.set_num_threads(before)
+
+
+def _assert_equal(got, want):
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+def test_concurrent_python_threads_get_the_serial_results(seed):
+    """The kernels release the GIL: calls from several threads overlap, one gets the pool and
+    the others run their chunks themselves."""
+    scenes = [_scene(b) for b in (1, 2, 3, 1)]
+    want = [_serial(s) for s in scenes]
+    got: dict[int, list] = {i: [] for i in range(len(scenes))}
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(6):
+                got[i].append(_render(*scenes[i]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(scenes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads), "a rendering thread hung"
+    for i, results in got.items():
+        assert len(results) == 6
+        for r in results:
+            _assert_equal(r, want[i])
+
+
+def _child(scene, queue):
+    queue.put([t.numpy() for t in _render(*scene)])
+
+
+def test_a_forked_child_renders_without_the_parents_helpers(seed):
+    """A DataLoader worker is a fork of a process whose pool threads are running: the child
+    has none of them and must neither hang nor differ."""
+    scene = _scene(1)
+    want = _render(*scene)  # the parent's pool is started and its helpers exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(scene, queue))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    _assert_equal([torch.from_numpy(g) for g in got], want)
+
+
+def test_more_threads_than_cores_change_no_bit(seed):
+    scene = _scene(2)
+    want = _serial(scene)
+    before = nl3dmm.render.num_threads()
+    try:
+        nl3dmm.render.set_num_threads(7)
+        _assert_equal(_render(*scene), want)
+    finally:
+        nl3dmm.render.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_every_bad_value(seed, dtype, bad):
+    x = torch.randn(3 * 65536 + 5, dtype=dtype) * 1e30  # large values: no sum may overflow
+    assert checks._all_finite(x)
+    # Every position class: first, last, either side of the pool's 65,536-value pieces, random.
+    for i in (0, x.numel() - 1, 65535, 65536, 131071, int(torch.randint(0, x.numel(), ()))):
+        y = x.clone()
+        y[i] = bad
+        assert not checks._all_finite(y), i
+        with pytest.raises(ValueError, match=r"pos contains NaN or Inf \(first at index"):
+            checks.check_pos(y.reshape(1, -1, 1).expand(1, -1, 4).contiguous())
+
+
+def test_all_finite_of_a_view_is_torchs(seed):
+    """Non-contiguous tensors are checked by torch, with the same answer."""
+    x = torch.randn(64, 64, dtype=torch.float64)
+    x[3, 5] = float("nan")
+    assert not checks._all_finite(x.t())
+    assert checks._all_finite(x[:, 6:].t())
