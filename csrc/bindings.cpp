@@ -103,11 +103,11 @@ PYBIND11_MODULE(_C, m) {
     NL3DMM_DEF_OPS(m, nl3dmm::cpu);
 
     m.def("get_num_threads", []() { return omp_get_max_threads(); },
-          "OpenMP threads the CPU kernels use.");
+          "Threads the CPU kernels' pool uses (OpenMP's max-threads setting).");
     m.def("set_num_threads", [](int n) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
         omp_set_num_threads(n);
-    }, "Set the OpenMP threads the CPU kernels use (results do not depend on it).");
+    }, "Set OpenMP's max-threads setting, which the CPU kernels' pool follows (results do not depend on it).");
 
     m.def("all_finite", [](int64_t data, int64_t n, bool f64) {
         if (n < 0) throw std::invalid_argument("all_finite: n must be >= 0, got " + std::to_string(n));

@@ -1,4 +1,4 @@
-// OpenMP CPU kernels of the rendering layer: rasterize, interpolate (and its screen derivatives),
+// CPU kernels of the rendering layer: rasterize, interpolate (and its screen derivatives),
 // sample_texture (bilinear and trilinear mip-mapped) and their backward passes, in float32 and float64. Tensors arrive as raw contiguous pointers in the
 // argument structs of render_args.h; the Python layer (engine/render/backends) owns them and
 // has validated shapes and indices. The kernels still check every index they follow
@@ -7,7 +7,8 @@
 //
 // Determinism: every output element is produced by exactly one thread, and every sum is taken
 // in a fixed order (pixels in raster order within an image, images in batch order), so
-// results are bit-identical across runs and across OpenMP thread counts.
+// results are bit-identical across runs and across thread counts. The threads are those of
+// work_pool.h, whose callers never wait for a thread that has not started.
 #include "render_cpu.h"
 
 #include <algorithm>

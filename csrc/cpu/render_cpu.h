@@ -1,6 +1,6 @@
-// Entry points of the OpenMP CPU kernels (render_cpu.cpp). Buffers are host memory; see
-// render_args.h for the argument structs. Index problems are reported through
-// args.launch.status, never by reading out of bounds.
+// Entry points of the CPU kernels (render_cpu.cpp, on the thread pool of work_pool.h). Buffers
+// are host memory; see render_args.h for the argument structs. Index problems are reported
+// through args.launch.status, never by reading out of bounds.
 #pragma once
 
 #include "../render_args.h"

@@ -1,4 +1,5 @@
-"""The C++/OpenMP backend (csrc/cpu), reached through the pybind11 module nl3dmm._C.
+"""The C++ CPU backend (csrc/cpu, on its own thread pool: csrc/cpu/work_pool.h), reached
+through the pybind11 module nl3dmm._C.
 
 Allocation and launch are ExtensionBackend's (base.py); this class says where the kernels
 are and that they take CPU tensors.
@@ -38,14 +39,16 @@ class CpuBackend(ExtensionBackend):
 
 
 def num_threads() -> int:
-    """OpenMP threads used by the CPU kernels."""
+    """Threads the CPU kernels use: OpenMP's max-threads setting (OMP_NUM_THREADS,
+    torch.set_num_threads), which their own pool follows."""
     if _C is None:
         raise RuntimeError(_IMPORT_ERROR)
     return _C.get_num_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Set the OpenMP threads of the CPU kernels; results are bit-identical for any n."""
+    """Set the threads of the CPU kernels (and, through OpenMP's setting, torch's); results are
+    bit-identical for any n."""
     if _C is None:
         raise RuntimeError(_IMPORT_ERROR)
     _C.set_num_threads(int(n))
