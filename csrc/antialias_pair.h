@@ -12,6 +12,10 @@
 //    must be a silhouette (topology: the third vertex across each edge, -1 for none) and at
 //    least as steep across the segment as along it (flatter edges are left to the pairs of the
 //    other direction), and the crossing t must lie within kAntialiasSlack of the segment;
+//  * a clipped front triangle (a vertex without a projection: w < kMinW or beyond the band)
+//    keeps at most one edge with both ends projected; only that edge is a candidate, and only
+//    where the segment crosses it out of the triangle (it may leave through a cut edge instead:
+//    cut edges are not blended). Sides of the edge use the homogeneous vertex there;
 //  * t is clamped to [0, 1]; t < 1/2 blends the front pixel towards the other one's colour by
 //    1/2 - t, t > 1/2 blends the other pixel towards the front colour by t - 1/2.
 #pragma once
@@ -61,13 +65,11 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
         report_status(status, kBadVertexIndex);
         return pair;
     }
+    const T* v[3];
     ScreenVertex s[3];
     for (int k = 0; k < 3; ++k) {
-        const T* v = pos_b + (int64_t)corners[k] * 4;
-        s[k] = project_vertex(v[0], v[1], v[2], v[3], H, W);
-        // A clipped front triangle (a vertex behind the eye or beyond the guard band) gets
-        // no antialiasing: its edges would need the clipped polygon's, not its vertices'.
-        if (!s[k].valid) return pair;
+        v[k] = pos_b + (int64_t)corners[k] * 4;
+        s[k] = project_vertex(v[k][0], v[k][1], v[k][2], v[k][3], H, W);
     }
     const int front_row = row + (pair.front && down ? 1 : 0);
     const int front_col = col + (pair.front && !down ? 1 : 0);
@@ -83,7 +85,9 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     double t = 0.0;
     for (int k = 0; k < 3; ++k) {  // the straddling edge crossed farthest along the segment
         const int i = (k + 1) % 3, j = (k + 2) % 3;
-        if (!edge_straddles(vb[i], vb[j], pair.cb)) continue;
+        // Only edges whose ends both project: an edge to a vertex behind the eye or beyond the
+        // band is cut by clipping, and the polygon's edges there are not this line's whole.
+        if (!s[i].valid || !s[j].valid || !edge_straddles(vb[i], vb[j], pair.cb)) continue;
         const double tk = crossing_distance(va[i], vb[i], va[j], vb[j], pair.ca, pair.cb, pair.step);
         if (edge < 0 || tk > t) {
             edge = k;
@@ -93,27 +97,23 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     if (edge < 0 || !(t >= -kAntialiasSlack && t <= 1.0 + kAntialiasSlack)) return pair;
     const int i = (edge + 1) % 3, j = (edge + 2) % 3;
     if (fabs(vb[j] - vb[i]) < fabs(va[j] - va[i])) return pair;  // the other direction's edge
-    if (edge_real(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y) == 0.0) return pair;
+    const T* third = v[edge];  // of a clipped triangle, the vertex without a projection
+    const double own =
+        vertex_side(s[i].x, s[i].y, s[j].x, s[j].y, s[edge], third[0], third[1], third[3], H, W);
+    if (own == 0.0) return pair;
+    if (!leaves_across_edge(vb[i], vb[j], pair.step, down, own)) return pair;
     const int32_t other = opposite[f * 3 + edge];
     if (other < -1 || other >= V) {
         report_status(status, kBadNeighbour);
         return pair;
     }
-    ScreenVertex o{};
-    bool silhouette = true;
-    if (other >= 0) {
-        const T* v = pos_b + (int64_t)other * 4;
-        o = project_vertex(v[0], v[1], v[2], v[3], H, W);
-        if (o.valid) {
-            silhouette = is_silhouette_edge(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y,
-                                            true, o.x, o.y);
-        } else {  // the neighbour is drawn clipped: its side from the homogeneous vertex
-            const double own = edge_real(s[i].x, s[i].y, s[j].x, s[j].y, s[edge].x, s[edge].y);
-            const double side = homogeneous_side(s[i].x, s[i].y, s[j].x, s[j].y, v[0], v[1], v[3], H, W);
-            silhouette = own > 0.0 ? side >= 0.0 : side <= 0.0;
-        }
+    double side = 0.0;
+    if (other >= 0) {  // a clipped neighbour's side comes from its homogeneous vertex
+        const T* o = pos_b + (int64_t)other * 4;
+        const ScreenVertex so = project_vertex(o[0], o[1], o[2], o[3], H, W);
+        side = vertex_side(s[i].x, s[i].y, s[j].x, s[j].y, so, o[0], o[1], o[3], H, W);
     }
-    if (!silhouette) return pair;
+    if (!is_silhouette_edge(own, other >= 0, side)) return pair;
     pair.hit = true;
     pair.triangle = f;
     pair.edge = edge;

@@ -424,18 +424,6 @@ NL_HD void crossing_distance_backward(const ClipVertex& p, const ClipVertex& q, 
     }
 }
 
-// Whether the edge p -> q of a triangle whose third vertex is `own` is a silhouette, given the
-// third vertex `other` of the triangle across it (has_other false: no such triangle, or it is
-// not drawable). It is when the other triangle folds back onto this one's side of the edge (one
-// of the two faces away) or is seen edge-on. Screen x, y; own must not lie on the edge's line.
-NL_HD bool is_silhouette_edge(double px, double py, double qx, double qy, double own_x,
-                              double own_y, bool has_other, double other_x, double other_y) {
-    if (!has_other) return true;
-    const double own = edge_real(px, py, qx, qy, own_x, own_y);
-    const double other = edge_real(px, py, qx, qy, other_x, other_y);
-    return own > 0.0 ? other >= 0.0 : other <= 0.0;
-}
-
 // Which side of the screen line p -> q the neighbour's third vertex (clip x, y, w) lies on, as
 // w times edge_real(p, q, its projection): the side its visible part leaves the edge towards,
 // also for a vertex behind the eye (w < 0; that triangle is drawn clipped) or beyond the band.
@@ -443,6 +431,36 @@ NL_HD double homogeneous_side(double px, double py, double qx, double qy, double
                               double w, int height, int width) {
     const double ox = (x + w) * (0.5 * width) - px * w, oy = (y + w) * (0.5 * height) - py * w;
     return (qx - px) * oy - (qy - py) * ox;
+}
+
+// The side of p -> q that a triangle with third vertex v (projected s; clip x, y, w) covers
+// next to the edge: edge_real of the projection where there is one, so unclipped triangles
+// decide on the same rounding as the rasterizer's geometry, the homogeneous form where not.
+NL_HD double vertex_side(double px, double py, double qx, double qy, const ScreenVertex& s, double x,
+                         double y, double w, int height, int width) {
+    return s.valid ? edge_real(px, py, qx, qy, s.x, s.y)
+                   : homogeneous_side(px, py, qx, qy, x, y, w, height, width);
+}
+
+// Whether an edge is a silhouette, from the sides (vertex_side) that its own triangle and the
+// triangle across it (has_other false: none, or not drawable) cover: it is when the other
+// folds back onto this one's side of the edge (one of the two faces away) or is seen edge-on.
+// own must not be 0 (a triangle seen edge-on has no side).
+NL_HD bool is_silhouette_edge(double own, bool has_other, double other) {
+    if (!has_other) return true;
+    return own > 0.0 ? other >= 0.0 : other <= 0.0;
+}
+
+// Whether the segment from a pixel centre along `step` (+1 or -1; down: a vertical pair)
+// crosses the straddling edge p -> q (pb, qb across the segment) out of the triangle, whose
+// side of the edge is own (vertex_side, not 0), rather than into it. For a whole triangle the
+// crossing farthest along the segment always is; a clipped one (a vertex with no projection)
+// keeps one edge whole, and the segment can leave through a cut edge instead, so its crossing
+// with the whole edge may be where the segment enters. Exact: the sign of the edge function's
+// change along the segment is the sign of qb - pb.
+NL_HD bool leaves_across_edge(double pb, double qb, double step, bool down, double own) {
+    const double change = (down ? step : -step) * (qb - pb);
+    return own > 0.0 ? change < 0.0 : change > 0.0;
 }
 
 // Screen-space derivatives of the perspective-correct barycentrics (b0, b1) at pixel (row, col),

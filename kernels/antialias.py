@@ -19,8 +19,9 @@ import triton.language as tl
 
 from . import fixed_sum
 from .fixed_sum import scatter_add
-from .render_math import (ANTIALIAS_SLACK, crossing_distance, crossing_distance_backward, edge,
-                          edge_straddles, homogeneous_side, load_clip_vertex, project_vertex)
+from .render_math import (ANTIALIAS_SLACK, crossing_distance, crossing_distance_backward,
+                          edge_straddles, leaves_across_edge, load_clip_vertex, project_vertex,
+                          vertex_side)
 from .runtime import cdiv, launch, pixel_block
 
 
@@ -68,7 +69,6 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     sx0, sy0, _, _, _, ok0 = project_vertex(x0, y0, z0, w0, height, width)
     sx1, sy1, _, _, _, ok1 = project_vertex(x1, y1, z1, w1, height, width)
     sx2, sy2, _, _, _, ok2 = project_vertex(x2, y2, z2, w2, height, width)
-    active = active & ok0 & ok1 & ok2
     if DOWN:
         ca = (row + tl.where(front == 1, 1, 0)).to(tl.float64) + 0.5
         cb = col.to(tl.float64) + 0.5
@@ -78,10 +78,11 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
         cb = row.to(tl.float64) + 0.5
         va0, va1, va2, vb0, vb1, vb2 = sx0, sx1, sx2, sy0, sy1, sy2
     step = tl.where(front == 1, -1.0, 1.0).to(tl.float64)
-    # The straddling edge crossed farthest along the segment (edge k: vertex k+1 -> k+2).
-    c0 = edge_straddles(vb1, vb2, cb)
-    c1 = edge_straddles(vb2, vb0, cb)
-    c2 = edge_straddles(vb0, vb1, cb)
+    # The straddling edge crossed farthest along the segment (edge k: vertex k+1 -> k+2), of
+    # the edges whose ends both project (a clipped triangle's cut edges are not blended).
+    c0 = ok1 & ok2 & edge_straddles(vb1, vb2, cb)
+    c1 = ok2 & ok0 & edge_straddles(vb2, vb0, cb)
+    c2 = ok0 & ok1 & edge_straddles(vb0, vb1, cb)
     t0 = crossing_distance(va1, vb1, va2, vb2, ca, cb, step, c0)
     t1 = crossing_distance(va2, vb2, va0, vb0, ca, cb, step, c1)
     t2 = crossing_distance(va0, vb0, va1, vb1, ca, cb, step, c2)
@@ -105,9 +106,11 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     psy = _pick(ki, sy0, sy1, sy2)
     qsx = _pick(kj, sx0, sx1, sx2)
     qsy = _pick(kj, sy0, sy1, sy2)
-    own_x = _pick(k, sx0, sx1, sx2)
-    own_y = _pick(k, sy0, sy1, sy2)
-    active = active & (edge(psx, psy, qsx, qsy, own_x, own_y) != 0.0)
+    # The third vertex; a clipped triangle's has no projection: its side from the homogeneous one.
+    own = vertex_side(psx, psy, qsx, qsy, _pick(k, sx0, sx1, sx2), _pick(k, sy0, sy1, sy2),
+                      _pick(k, ok0, ok1, ok2), _pick(k, x0, x1, x2), _pick(k, y0, y1, y2),
+                      _pick(k, w0, w1, w2), height, width)
+    active = active & (own != 0.0) & leaves_across_edge(pb, qb, step, own, DOWN)
     other = tl.load(opp_ptr + f * 3 + tl.where(active, k, 0), mask=active, other=-1)
     active = active & (other >= -1) & (other < num_vertices)
     has_other = active & (other >= 0)
@@ -115,10 +118,8 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
                                       has_other, 0.0, 0.0)
     osx, osy, _, _, _, ovalid = project_vertex(ox, oy, oz, ow, height, width)
     # A neighbour with a vertex behind the eye or beyond the band is drawn clipped: its side of
-    # the edge comes from the homogeneous vertex (homogeneous_side) instead of its projection.
-    own = edge(psx, psy, qsx, qsy, own_x, own_y)
-    side = tl.where(ovalid, edge(psx, psy, qsx, qsy, osx, osy),
-                    homogeneous_side(psx, psy, qsx, qsy, ox, oy, ow, height, width))
+    # the edge comes from the homogeneous vertex instead of its projection.
+    side = vertex_side(psx, psy, qsx, qsy, osx, osy, ovalid, ox, oy, ow, height, width)
     hit = active & ((~has_other) | tl.where(own > 0.0, side >= 0.0, side <= 0.0))
     clamped = (t < 0.0) | (t > 1.0)
     t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))

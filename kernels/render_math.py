@@ -462,6 +462,25 @@ def homogeneous_side(px, py, qx, qy, x, y, w, height, width):
     return (qx - px) * oy - (qy - py) * ox
 
 
+@triton.jit
+def vertex_side(px, py, qx, qy, sx, sy, projected, x, y, w, height, width):
+    """vertex_side: the side of p -> q a vertex lies on, from its projection (sx, sy) where
+    `projected`, else from its clip x, y, w (homogeneous_side)."""
+    return tl.where(projected, edge(px, py, qx, qy, sx, sy),
+                    homogeneous_side(px, py, qx, qy, x, y, w, height, width))
+
+
+@triton.jit
+def leaves_across_edge(pb, qb, step, own, DOWN: tl.constexpr):
+    """leaves_across_edge: the segment along step crosses the straddling edge p -> q out of the
+    triangle whose side of it is own (not into it, as at a clipped triangle's entry)."""
+    if DOWN:
+        change = step * (qb - pb)
+    else:
+        change = -step * (qb - pb)
+    return tl.where(own > 0.0, change < 0.0, change > 0.0)
+
+
 # ---- screen derivatives of the barycentrics (interpolate_derivatives) ----------------------
 
 @triton.jit

@@ -4,7 +4,10 @@ Every backend against the float64 reference on fresh random scenes (forward and 
 gradients); gradcheck of the reference and of the C++ backward; the image sum as a silhouette
 moves (continuous with antialias, a staircase without it, and its finite differences equal to
 the analytic vertex gradient); fitting a triangle to a target silhouette (converges with
-antialias, stalls without); bad input; kernels that meet bad indices.
+antialias, stalls without); bad input; kernels that meet bad indices. Clipped front triangles
+(a vertex behind the eye) are in every part: a soup of them on every backend, the sweeps and
+finite differences along their whole edge, and a sliver between that edge and the near plane
+that is blended across the edge and not across the cut.
 
 Tolerances (max-abs error relative to the largest reference value): float64 1e-12; float32
 1e-5 for the image and the colour gradient, 1e-4 for the vertex gradient (the project's). The
@@ -39,8 +42,17 @@ DTYPES = [torch.float32, torch.float64]
 CPU = get_backend("cpu")
 
 
-def soup_scene(dtype, batch=2, H=23, W=29, channels=3):
+def soup_scene(dtype, batch=2, H=23, W=29, channels=3, clipped=False):
+    """Random overlapping triangles. clipped: every triangle has one vertex behind the eye (at a
+    random corner), so every front triangle is drawn clipped and blends at its whole edge only."""
     pos, tri = random_soup(batch, 30, 40, dtype)  # overlapping, perspective, degenerate, w < 0
+    if clipped:
+        behind = 10
+        pos[:, :behind, 3] = -pos[:, :behind, 3].abs()  # random_soup's vertex 0 is behind already
+        tri = torch.stack([torch.randint(0, behind, (40,)), torch.randint(behind, 30, (40,)),
+                           torch.randint(behind, 30, (40,))], 1)
+        corner = (torch.arange(3).view(1, 3) + torch.randint(0, 3, (40, 1))) % 3
+        tri = torch.gather(tri, 1, corner).int()
     rast = nl3dmm.rasterize(pos, tri, (H, W))
     color = torch.rand(batch, H, W, channels, dtype=dtype)
     return color, rast, pos, tri
@@ -86,14 +98,23 @@ def test_edge_opposites_of_a_closed_grid_interior(seed):
 
 # ---- against the reference -------------------------------------------------------------------
 
+SOUPS = {"soup": False, "clipped-soup": True}
+# Fewest blended pixels for a soup to prove anything: a clipped soup blends only its triangles'
+# whole edges (at least 24 pixels at 23 x 29 and 13 at 13 x 17 in 150 seeds; none before they
+# were blended at all).
+MIN_BLENDED = {"soup": 20, "clipped-soup": 5}
+
+
+@pytest.mark.parametrize("soup", sorted(SOUPS))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cpu_matches_reference(seed, dtype):
-    color, rast, pos, tri = soup_scene(dtype)
+def test_cpu_matches_reference(seed, dtype, soup):
+    color, rast, pos, tri = soup_scene(dtype, clipped=SOUPS[soup])
     grad_out = torch.randn(color.shape, dtype=torch.float64)
     out, g_color, g_pos = run("cpu", color, rast, pos, tri, grad_out)
     ref, r_color, r_pos = run("reference", color, rast, pos, tri, grad_out)
     assert out.dtype == dtype and g_pos.dtype == dtype
-    assert bool((ref != color.double()).any(-1).sum() > 20), "too few pixels blended: the case proves little"
+    blended = int((ref != color.double()).any(-1).sum())
+    assert blended > MIN_BLENDED[soup], "too few pixels blended: the case proves little"
     assert_rel_close(out, ref, TOL[dtype], "antialias")
     assert_rel_close(g_color, r_color, TOL[dtype], "d out / d color")
     assert_rel_close(g_pos, r_pos, POS_TOL[dtype], "d out / d pos")
@@ -157,7 +178,24 @@ def two_overlapping_triangles(dtype=torch.float64):
     return pos, torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
 
 
-SCENES = {"triangle-over-background": triangle_over_background, "two-overlapping": two_overlapping_triangles}
+def clipped_triangle_over_background(dtype=torch.float64):
+    """A perspective triangle whose third vertex is behind the eye (w < 0): drawn clipped, its
+    edge 0-1 crosses the image whole, the visible parts of its other edges reach the border."""
+    pos = torch.tensor([[[-0.95, -0.9, 0.1, 1.0], [0.9, 0.3, 0.2, 1.1], [-0.2, 1.5, 0.5, -0.5]]], dtype=dtype)
+    return pos, torch.tensor([[0, 1, 2]], dtype=torch.int32)
+
+
+def clipped_triangle_over_a_far_one(dtype=torch.float64):
+    """A near triangle (depth -0.5) with its third vertex behind the eye, partly over a far one
+    (depth 0.5): its whole edge 0-1 runs over both the far triangle and the background."""
+    pos = torch.tensor([[[-0.3, -0.9, -0.5, 1.0], [0.9, 0.2, -0.5, 1.0], [-0.5, 1.6, 0.25, -0.5],
+                         [-0.8, -0.7, 0.5, 1.0], [0.75, -0.6, 0.5, 1.0], [0.1, 0.8, 0.5, 1.0]]], dtype=dtype)
+    return pos, torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+
+
+SCENES = {"triangle-over-background": triangle_over_background, "two-overlapping": two_overlapping_triangles,
+          "clipped-over-background": clipped_triangle_over_background,
+          "clipped-over-triangle": clipped_triangle_over_a_far_one}
 
 # For the sweeps: every corner off screen, so that each silhouette pixel sees one edge. Where two
 # silhouette edges meet inside a pixel (a visible corner), the blend is not exact and the image
@@ -179,8 +217,23 @@ def big_triangle_over_a_far_one(dtype=torch.float64):
     return torch.cat([far, near], 1), torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
 
 
+def behind_the_eye(scene):
+    """The scene with the near triangle's third vertex moved behind the eye (w = -1), on the
+    plane of its depth: the triangle is drawn clipped, its edge 0-1 (the one the sweep moves)
+    stays whole and crosses the image, and the cut edges stay outside it."""
+    def make(dtype=torch.float64):
+        pos, tri = scene(dtype)
+        v = int(tri[-1, 2])
+        depth = float(pos[0, v, 2] / pos[0, v, 3])
+        pos[0, v] = torch.tensor([0.3, 5.0, -depth, -1.0], dtype=dtype)
+        return pos, tri
+    return make
+
+
 SWEEP_SCENES = {"triangle-over-background": big_triangle_over_background,
-                "triangle-over-triangle": big_triangle_over_a_far_one}
+                "triangle-over-triangle": big_triangle_over_a_far_one,
+                "clipped-over-background": behind_the_eye(big_triangle_over_background),
+                "clipped-over-triangle": behind_the_eye(big_triangle_over_a_far_one)}
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
@@ -281,6 +334,55 @@ def test_finite_differences_of_the_image_sum_match_the_vertex_gradient(seed, sce
             break
     assert checked >= 6, "too few points without a coverage change"
     assert float(q.grad[0, vertex, :2].abs().max()) > 0, "the silhouette vertex must get a gradient"
+
+
+def sliver(e: float, side: int, axis: str, size: int, dtype=torch.float64):
+    """A triangle whose third vertex is behind the eye, clipped by the near plane to a sliver
+    0.4 px wide: its whole edge (vertices 0, 1) is the screen line x = e (axis "x") or y = e,
+    the near plane's cut the parallel line 0.4 px to the `side` (+1 or -1) of it, and both run
+    past the image. With vertices 0, 1 at w = 1, depth 0 and the third at (x2, 0, -2, -1), the
+    near plane cuts a quarter of the way to it, at w = 1/2, so the cut is at 1.5 x_e + x2 / 2."""
+    edge_ndc = 2.0 * e / size - 1.0
+    cut_ndc = 2.0 * (e + 0.4 * side) / size - 1.0
+    pos = torch.tensor([[edge_ndc, -3.0, 0.0, 1.0], [edge_ndc, 3.0, 0.0, 1.0],
+                        [2.0 * cut_ndc - 3.0 * edge_ndc, 0.0, -2.0, -1.0]], dtype=dtype)
+    if axis == "y":
+        pos = pos[:, [1, 0, 2, 3]]
+    return pos.unsqueeze(0), torch.tensor([[0, 1, 2]], dtype=torch.int32)
+
+
+@pytest.mark.parametrize("axis", ["x", "y"])
+@pytest.mark.parametrize("side", [1, -1])
+def test_clipped_sliver_blends_where_the_segment_leaves_through_the_whole_edge(drivers, axis, side):
+    """Pixel column (row) 3 of an 8 x 8 image, at distance t inside the sliver's whole edge, is
+    covered; white on black, it moves towards the background by 1/2 - t across that edge, to
+    1/2 + t, and not at all across the near plane's cut (not blended). On the pair whose
+    segment leaves through the cut, the whole edge's crossing lies behind the centre, at -t:
+    within the 1/16 px slack for small t, and blending there (the segment enters the triangle
+    across that edge) would take the pixel to t. Every backend, exactly (up to rounding)."""
+    H = W = 8
+    backends = {name: (lambda c, r, p, t, name=name: nl3dmm.antialias(c, r, p, t, backend=name))
+                for name in ("cpu", "reference")}
+    host = host_backend(drivers)
+    backends["cuda-source"] = lambda c, r, p, t: backend_pass(host, c, r, p, t, torch.zeros_like(c))[0]
+    try:
+        import triton  # noqa: F401
+        backends["triton"] = lambda c, r, p, t: nl3dmm.antialias(c, r, p, t, backend="triton")
+    except ImportError:
+        pass
+    for t in (0.01, 0.03, 0.05, 0.2, 0.35):
+        pos, tri = sliver(3.5 - side * t, side, axis, W)
+        rast = nl3dmm.rasterize(pos, tri, (H, W))
+        color = (rast[..., 3:] > 0).double()
+        expected = torch.zeros(1, H, W, 1, dtype=torch.float64)
+        if axis == "x":
+            expected[:, :, 3] = 0.5 + t
+        else:
+            expected[:, 3, :] = 0.5 + t
+        assert torch.equal(color > 0, expected > 0), f"t = {t}: the sliver should cover line 3 only"
+        for name, antialias in backends.items():
+            out = antialias(color, rast, pos, tri)
+            assert float((out - expected).abs().max()) <= 1e-12, (name, t, out[0, ..., 0])
 
 
 # ---- the fitting demonstration -----------------------------------------------------------------
@@ -442,11 +544,13 @@ def backend_pass(backend, color, rast, pos, tri, grad_out):
     return out, grad_color, grad_pos
 
 
+@pytest.mark.parametrize("soup", sorted(SOUPS))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_source_matches_cpu(drivers, seed, dtype):
-    color, rast, pos, tri = soup_scene(dtype)
+def test_cuda_source_matches_cpu(drivers, seed, dtype, soup):
+    color, rast, pos, tri = soup_scene(dtype, clipped=SOUPS[soup])
     grad_out = torch.randn(color.shape, dtype=dtype)
     expected = backend_pass(CPU, color, rast, pos, tri, grad_out)
+    assert int((expected[0] != color).any(-1).sum()) > MIN_BLENDED[soup], "too few pixels blended"
     actual = backend_pass(host_backend(drivers), color, rast, pos, tri, grad_out)
     assert torch.equal(actual[0], expected[0]), "forward is not bit-equal"
     assert torch.equal(actual[1], expected[1]), "the colour gradient (a gather) is not bit-equal"
@@ -489,14 +593,16 @@ def require_triton():
         pytest.skip("triton is not installed: pip install -e '.[test]'")
 
 
+@pytest.mark.parametrize("soup", sorted(SOUPS))
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_triton_matches_cpu(seed, dtype):
+def test_triton_matches_cpu(seed, dtype, soup):
     """Interpreted (milliseconds per program op, so a small case): forward and colour gradient
     bit-equal to the CPU kernels, the vertex gradient within the fixed-point sums' rounding."""
     require_triton()
-    color, rast, pos, tri = soup_scene(dtype, batch=2, H=13, W=17)
+    color, rast, pos, tri = soup_scene(dtype, batch=2, H=13, W=17, clipped=SOUPS[soup])
     grad_out = torch.randn(color.shape, dtype=torch.float64)
     expected = run("cpu", color, rast, pos, tri, grad_out)
+    assert int((expected[0] != color).any(-1).sum()) > MIN_BLENDED[soup] // 2, "too few pixels blended"
     actual = run("triton", color, rast, pos, tri, grad_out)
     assert torch.equal(actual[0], expected[0]), "forward is not bit-equal"
     assert torch.equal(actual[1], expected[1]), "the colour gradient is not bit-equal"

@@ -234,8 +234,9 @@ def test_interpolate_derivatives_on_clipped_triangles_match_finite_differences(s
 
 def test_antialias_stays_finite_and_agrees_on_clipped_meshes(seed):
     """antialias on the floor through the near plane: no NaN, every backend equal to the
-    reference (clipped front triangles are not blended; a clipped neighbour's side of an edge
-    comes from its homogeneous vertex, so the interior edges of the floor are not silhouettes)."""
+    reference (a clipped front triangle is blended at its whole edge only; a clipped
+    neighbour's side of an edge comes from its homogeneous vertex, so the interior edges of the
+    floor are not silhouettes)."""
     H, W = 40, 48
     cam, pos, tri = floor_mesh(5)
     rast = nl3dmm.rasterize(pos, tri, (H, W), backend="cpu")

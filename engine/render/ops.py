@@ -44,9 +44,12 @@ Limits
   Float64 coordinates beyond about 1e150 overflow the products of the homogeneous formula.
 * A vertex (or clipped polygon vertex) inside the clip volume with w below the smallest
   normal float32 (1.18e-38) drops its triangle in every dtype: its 1/w would overflow.
-* ``antialias`` does not blend at the edges of a clipped front triangle (it skips pairs whose
-  front triangle has a vertex behind the eye or beyond 2^20 px); interior edges next to a
-  clipped triangle are recognised as such.
+* ``antialias`` blends a clipped front triangle (a vertex behind the eye or beyond 2^20 px,
+  which has no screen position) only at its edge whose two vertices both have one: clipping
+  keeps that edge's line, so it is blended like any other. The edges to the vertex without a
+  screen position are not blended, neither their visible part nor the polygon's new edges on
+  the clip planes (nvdiffrast has no such case: it projects a vertex behind the eye through
+  1/w like any other). Interior edges next to a clipped triangle are recognised as such.
 
 Validation
 ----------
@@ -372,7 +375,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
       silhouette (no triangle across it, or the triangle across folds back onto this one's side
       on screen: `topology`), is at least as steep across the segment as along it (flatter edges
       are handled by the pairs of the other direction), and t lies within 1/16 pixel
-      (ANTIALIAS_SLACK) of the segment; t is then clamped to [0, 1].
+      (ANTIALIAS_SLACK) of the segment; t is then clamped to [0, 1]. Of a clipped front
+      triangle only the edge whose two vertices both have a screen position is looked at, and
+      only where the segment leaves the triangle across it (see Limits at the top).
     * t < 1/2: the front pixel's colour moves towards the other's by 1/2 - t; t > 1/2: the
       other pixel's colour moves towards the front colour by t - 1/2 (a pixel is a unit box:
       the edge covers that fraction of it). Every pixel sums the blends of its up to four pairs.

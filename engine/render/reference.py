@@ -125,6 +125,16 @@ def _edge(ax, ay, bx, by, px, py):
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
+def _vertex_side(px, py, qx, qy, v: torch.Tensor, projected: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """render_math.h vertex_side: the side of p -> q that clip vertices v (N, 4) lie on, from
+    their projection where `projected`, else w times it (homogeneous_side, any sign of w)."""
+    x, y, w = v[..., 0], v[..., 1], v[..., 3]
+    inv_w = 1.0 / torch.where(projected, w, torch.ones_like(w))
+    sx, sy = (x * inv_w + 1.0) * 0.5 * W, (y * inv_w + 1.0) * 0.5 * H
+    hx, hy = (x + w) * (0.5 * W) - px * w, (y + w) * (0.5 * H) - py * w
+    return torch.where(projected, _edge(px, py, qx, qy, sx, sy), (qx - px) * hy - (qy - py) * hx)
+
+
 def _owns_edge(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     return (dy < 0) | ((dy == 0) & (dx < 0))
 
@@ -336,11 +346,10 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     corners = tri.long()[f]  # (N, 3)
     v = pos.double()[b.view(-1, 1), corners]  # (N, 3, 4)
     w = v[..., 3]
-    ok = (w.detach() >= MIN_W).all(1)
     inv_w = 1.0 / torch.where(w >= MIN_W, w, torch.ones_like(w))
     sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
     sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
-    ok &= ((sx.detach().abs() < GUARD_BAND) & (sy.detach().abs() < GUARD_BAND)).all(1)
+    projected = (w.detach() >= MIN_W) & (sx.detach().abs() < GUARD_BAND) & (sy.detach().abs() < GUARD_BAND)
     front_pixel = torch.where(front == 1, pix1, pix0)
     row, col = (front_pixel // W).double(), (front_pixel % W).double()
     ca, cb = (row + 0.5, col + 0.5) if down else (col + 0.5, row + 0.5)
@@ -349,7 +358,8 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     ts, straddle = [], []
     for k in range(3):
         i, j = (k + 1) % 3, (k + 2) % 3
-        crosses = (vb[:, i].detach() < cb) != (vb[:, j].detach() < cb)
+        # Only edges whose ends both project (a clipped triangle's cut edges are not blended).
+        crosses = projected[:, i] & projected[:, j] & ((vb[:, i].detach() < cb) != (vb[:, j].detach() < cb))
         denominator = torch.where(crosses, vb[:, j] - vb[:, i], torch.ones_like(cb))
         m = (cb - vb[:, i]) / denominator
         ts.append(step * (va[:, i] + (va[:, j] - va[:, i]) * m - ca))
@@ -357,7 +367,7 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     t_all, straddle_all = torch.stack(ts, 1), torch.stack(straddle, 1)
     ranked = torch.where(straddle_all, t_all.detach(), torch.full_like(t_all.detach(), -float("inf")))
     edge = ranked.argmax(1)  # the first of equal maxima, as the kernels' strict comparison
-    ok &= straddle_all.any(1)
+    ok = straddle_all.any(1)
     t = t_all.gather(1, edge.view(-1, 1)).squeeze(1)
     td = t.detach()
     ok &= (td >= -ANTIALIAS_SLACK) & (td <= 1.0 + ANTIALIAS_SLACK)
@@ -369,17 +379,19 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
 
     ok &= (at(vb, j) - at(vb, i)).abs() >= (at(va, j) - at(va, i)).abs()
     px, py, qx, qy = at(sx, i), at(sy, i), at(sx, j), at(sy, j)
-    own = _edge(px, py, qx, qy, at(sx, edge), at(sy, edge))
+    # A clipped triangle's or neighbour's vertex without a projection: its side of the edge from
+    # the homogeneous vertex (render_math.h vertex_side).
+    own = _vertex_side(px, py, qx, qy, v.detach()[rows_n, edge], projected[rows_n, edge], H, W)
     ok &= own != 0.0
+    # The segment must cross the edge out of the triangle (render_math.h leaves_across_edge):
+    # a clipped triangle's one whole edge may be where the segment enters it.
+    change = (step if down else -step) * (at(vb, j) - at(vb, i))
+    ok &= torch.where(own > 0, change < 0, change > 0)
     other = topology.long()[f, edge]
     has_other = other >= 0
     ov = pos.detach().double()[b, other.clamp(min=0)]
-    osx, osy, _, _, ovalid = _screen(ov, H, W)
-    # A neighbour with a vertex behind the eye or beyond the band is drawn clipped: its side
-    # of the edge from the homogeneous vertex (render_math.h homogeneous_side).
-    hx_o = (ov[..., 0] + ov[..., 3]) * (0.5 * W) - px * ov[..., 3]
-    hy_o = (ov[..., 1] + ov[..., 3]) * (0.5 * H) - py * ov[..., 3]
-    e_other = torch.where(ovalid, _edge(px, py, qx, qy, osx, osy), (qx - px) * hy_o - (qy - py) * hx_o)
+    _, _, _, _, ovalid = _screen(ov, H, W)
+    e_other = _vertex_side(px, py, qx, qy, ov, ovalid, H, W)
     silhouette = ~has_other | torch.where(own > 0, e_other >= 0, e_other <= 0)
     ok &= silhouette
     keep = ok.nonzero().squeeze(1)
