@@ -109,6 +109,12 @@ PYBIND11_MODULE(_C, m) {
         omp_set_num_threads(n);
     }, "Set OpenMP's max-threads setting, which the CPU kernels' pool follows (results do not depend on it).");
 
+    m.def("raster_coverage", [](int64_t rast, int64_t out, int64_t pixels, bool f64) {
+        if (pixels < 0) throw std::invalid_argument("raster_coverage: pixels must be >= 0, got " + std::to_string(pixels));
+        py::gil_scoped_release release;
+        nl3dmm::cpu::raster_coverage(reinterpret_cast<const void*>(rast), reinterpret_cast<void*>(out), pixels, f64);
+    }, py::arg("rast"), py::arg("out"), py::arg("pixels"), py::arg("f64"),
+          "out[p] = 1 where raster pixel p (rast: pixels x 4 values) has a triangle, else 0.");
     m.def("all_finite", [](int64_t data, int64_t n, bool f64) {
         if (n < 0) throw std::invalid_argument("all_finite: n must be >= 0, got " + std::to_string(n));
         py::gil_scoped_release release;

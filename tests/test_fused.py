@@ -29,6 +29,7 @@ from cuda_host import HostCudaBackend
 from meshes import assert_rel_close, jittered_grid, min_edge_distance, random_soup
 from nl3dmm.render import reference
 from nl3dmm.render.backends import get_backend
+from nl3dmm.render.backends.base import Backend
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}       # vs the float64 reference
@@ -336,3 +337,15 @@ def test_render_face_unchanged_by_the_fusion(seed, sfm):
         assert torch.equal(outputs[None][key], outputs[False][key]), f"render_face {key} changed"
     for what, a, b in zip(("vertices", "m", "texture", "background"), grads[None], grads[False]):
         assert_rel_close(a, b, GRAD_TOL[torch.float32], f"render_face d/d {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_coverage_is_torchs(seed, dtype):
+    """render_textured's mask comes from the backend's coverage: on the CPU a kernel of the
+    thread pool, elsewhere the torch expression; they must agree on every pixel."""
+    pos, tri = random_soup(3, 60, 90, dtype)
+    rast = nl3dmm.rasterize(pos, tri, (33, 47), backend="cpu")
+    assert 0 < int((rast[..., 3] > 0).sum()) < rast[..., 3].numel(), "need covered and empty pixels"
+    got = get_backend("cpu").coverage(rast)
+    assert got.dtype == dtype and got.shape == rast.shape[:3]
+    assert torch.equal(got, Backend.coverage(get_backend("cpu"), rast))

@@ -592,6 +592,20 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
 
 NL3DMM_ENTRY_POINTS_BY_PRECISION
 
+template <typename T>
+void raster_coverage_t(const T* rast, T* out, int64_t pixels) {
+    parallel_for(pixels, 1 << 14, [&](int64_t begin, int64_t end, int) {
+        for (int64_t p = begin; p < end; ++p) out[p] = rast[p * 4 + 3] > T(0) ? T(1) : T(0);
+    });
+}
+
+void raster_coverage(const void* rast, void* out, int64_t pixels, bool f64) {
+    if (f64)
+        raster_coverage_t(static_cast<const double*>(rast), static_cast<double*>(out), pixels);
+    else
+        raster_coverage_t(static_cast<const float*>(rast), static_cast<float*>(out), pixels);
+}
+
 bool all_finite(const void* data, int64_t n, bool f64) {
     return f64 ? all_finite_t(static_cast<const double*>(data), n) : all_finite_t(static_cast<const float*>(data), n);
 }

@@ -25,6 +25,9 @@ void render_textured_backward(const TexturedArgs& args);  // writes grad_tex, gr
                                                           // wanted (non-null) grad_background,
                                                           // grad_mask, grad_uv
 
+// out[p] = 1 where pixel p of the raster (pixels x 4, float64 when f64) has a triangle, else 0.
+void raster_coverage(const void* rast, void* out, int64_t pixels, bool f64);
+
 // Whether none of the n values at data (float64 when f64, else float32) is NaN or Inf: the
 // value check of every op's inputs on the CPU, run by the kernels' pool rather than torch's
 // threads, which after a pause take milliseconds to wake (work_pool.h).

@@ -517,7 +517,8 @@ def render_textured(pos: torch.Tensor, tri: torch.Tensor, uv: torch.Tensor, text
     if fused and name == "reference":
         raise ValueError("the reference backend has no fused kernel: it runs the chain of the "
                          "separate ops (fused=False or None)")
-    coverage = (rast[..., 3] > 0).to(rast.dtype)
+    coverage = (reference.coverage(rast) if name == "reference"
+                else get_backend(name).coverage(rast.contiguous()))
     weight = coverage if mask is None else coverage * mask
     if not fused:
         pixel_uv = interpolate(attr, rast, tri, backend=name, validate=mode)

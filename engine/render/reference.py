@@ -258,6 +258,11 @@ def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor) -> torch.Te
     return out.to(pos.dtype)
 
 
+def coverage(rast: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) 1 where the raster has a triangle (id + 1 > 0), else 0, in rast's dtype."""
+    return (rast[..., 3] > 0).to(rast.dtype)
+
+
 def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int],
               cull_backfaces: bool = False) -> torch.Tensor:
     height, width = resolution

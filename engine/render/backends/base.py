@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 
 from ...constants import BOUNDARY_MODES as BOUNDARY_CODES  # noqa: F401  (re-exported to cpu, cuda)
-from .. import pending
+from .. import pending, reference
 
 
 class Backend:
@@ -25,6 +25,10 @@ class Backend:
     def rasterize(self, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
                   cull_backfaces: bool, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def coverage(self, rast: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) 1 where the raster has a triangle, else 0, in rast's dtype."""
+        return reference.coverage(rast)
 
     def rasterize_backward(self, pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
                            grad_rast: torch.Tensor) -> torch.Tensor:

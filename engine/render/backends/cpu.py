@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
+
 from .base import ExtensionBackend
 
 try:
@@ -21,6 +23,15 @@ except ImportError as exc:  # a source checkout that was never built
 
 class CpuBackend(ExtensionBackend):
     name = "cpu"
+
+    def coverage(self, rast: torch.Tensor) -> torch.Tensor:
+        # On the kernels' pool: torch's own threads, asleep after a pause, took ~5 ms to wake
+        # for this 0.1 ms pass (bench/results/pool-2026-12-02.md).
+        self._require(rast=rast)
+        out = torch.empty(rast.shape[:3], dtype=rast.dtype)
+        self._kernels().raster_coverage(rast=rast.data_ptr(), out=out.data_ptr(), pixels=out.numel(),
+                                        f64=rast.dtype == torch.float64)
+        return out
 
     def unavailable_reason(self) -> Optional[str]:
         return _IMPORT_ERROR
