@@ -21,9 +21,13 @@ class Ours(TorchPeer):
                                 backend=self.backend)
 
     def _image(self, pos: torch.Tensor, tex: torch.Tensor) -> torch.Tensor:
-        rast = self._raster(pos)
-        uv = nl3dmm.interpolate(self.scene.uv, rast, self.scene.tri, backend=self.backend)
-        return nl3dmm.sample_texture(tex, uv, backend=self.backend)
+        # The chain as a user writes it: render_textured, fused on the CPU (the reference backend
+        # runs the separate ops). Empty pixels are 0 rather than texel (0, 0); the checks compare
+        # only pixels with the same triangle, and leave texel (0, 0)'s gradient out.
+        s = self.scene
+        image, _, _ = nl3dmm.render_textured(pos, s.tri, s.uv, tex, (s.size, s.size),
+                                             cull_backfaces=False, backend=self.backend)
+        return image
 
     def rasterize(self) -> torch.Tensor:
         with torch.no_grad():
