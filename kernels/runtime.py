@@ -74,15 +74,17 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def pixel_block(device: torch.device, pixels: int) -> int:
-    """Pixels per program of the per-pixel kernels. On the CPU, whole small images per
-    program (up to 4096 pixels): the interpreter's cost is per program, not per pixel."""
-    if device.type == "cuda":
-        return 256
-    return min(4096, triton.next_power_of_2(pixels))
-
-
 GPU_WARPS = 4  # Triton's default num_warps, which every launch uses: 128 threads a program
+
+
+def pixel_block(device: torch.device, pixels: int, per_thread: int = 2) -> int:
+    """Pixels per program of the per-pixel kernels: on the GPU `per_thread` pixels for each of
+    the program's threads (2, 256 pixels; 1 for a kernel whose state per pixel would spill
+    registers at 2). On the CPU, whole small images per program (up to 4096 pixels): the
+    interpreter's cost is per program, not per pixel."""
+    if device.type == "cuda":
+        return GPU_WARPS * 32 * per_thread
+    return min(4096, triton.next_power_of_2(pixels))
 
 
 def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:

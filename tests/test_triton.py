@@ -274,8 +274,9 @@ def test_kernels_compile_for_the_gpu():
     assert len({kernel for kernel, _ in variants}) == 14, "expected all fourteen kernels"
     cuda = torch.device("cuda")
     for kernel, args, meta in variants.values():
-        if "BLOCK" in meta:
-            assert meta["BLOCK"] == runtime.pixel_block(cuda, 10**6), "not the GPU block size"
+        if "BLOCK" in meta:  # texture_mip's backward takes one pixel per thread (no spills)
+            sizes = {runtime.pixel_block(cuda, 10**6, per_thread) for per_thread in (1, 2)}
+            assert meta["BLOCK"] in sizes, "not a GPU block size"
         if "TRIS" in meta:
             tile = runtime.clip_triangle_tile if "clipped" in kernel.__name__ else runtime.triangle_tile
             assert (meta["TRIS"], meta["PIXELS"]) == tile(cuda, 10**6)

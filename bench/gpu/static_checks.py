@@ -121,7 +121,7 @@ def gpu_block_sizes() -> Iterator[None]:
     try:
         for module, name, _ in saved:
             real = getattr(runtime, name)
-            setattr(module, name, lambda device, n, real=real: real(cuda, n))
+            setattr(module, name, lambda device, n, *more, real=real, **kw: real(cuda, n, *more, **kw))
         yield
     finally:
         for module, name, value in saved:
@@ -131,7 +131,7 @@ def gpu_block_sizes() -> Iterator[None]:
 def gpu_launch_variants() -> list[tuple]:
     """(kernel, args, meta) of each distinct launch (kernel, constexprs, dtype) of a forward
     and backward through the ops at the GPU block sizes: float32 and float64, both cull
-    settings, shared and batched attributes and textures, every boundary mode, bilinear and
+    settings (a triangle to clip in one), shared and batched attributes and textures, every boundary mode, bilinear and
     mip-mapped (with uv's screen derivatives), and render_textured's fused pass."""
     import torch
 
@@ -158,6 +158,8 @@ def gpu_launch_variants() -> list[tuple]:
                 for cull in (False, True):
                     pos = (torch.rand(2, 6, 4, generator=gen, dtype=dtype) * 2 - 1)
                     pos[..., 3] = 1
+                    if not cull:  # a vertex behind the eye: the clipped-coverage kernel runs too
+                        pos[1, 0, 3] = -0.5
                     pos.requires_grad_(True)
                     tri = torch.randint(0, 6, (4, 3), generator=gen, dtype=torch.int32)
                     rast = nl3dmm.rasterize(pos, tri, (4, 5), cull, backend="triton")
