@@ -16,11 +16,7 @@ import torch
 
 from ..constants import BOUNDARY_MODES, MAX_RESOLUTION, MAX_TRIANGLES
 from . import pending
-
-try:
-    from nl3dmm import _C
-except ImportError:  # a source checkout that was never built: torch does the checks
-    _C = None
+from .backends.cpu import _C  # None in a source checkout never built: torch does the checks
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 VALIDATE_MODES = ("full", "deferred")
@@ -43,10 +39,10 @@ def nonfinite_on_device(x: torch.Tensor) -> torch.Tensor:
 
 
 def _all_finite(x: torch.Tensor) -> bool:
-    """True when x has no NaN/Inf; False may also mean a sum overflowed (the caller then looks
-    element by element). A contiguous CPU tensor is scanned by the CPU kernels' pool: torch's
-    own threads, asleep after a pause, took ~5 ms to wake for this 1 ms check
-    (bench/results/pool-2026-12-02.md)."""
+    """True when x has no NaN/Inf. A contiguous CPU tensor is scanned by the CPU kernels' pool:
+    torch's own threads, asleep after a pause, took ~5 ms to wake for this 1 ms check
+    (bench/results/pool-2026-12-02.md). Otherwise torch sums it, and False may also mean the
+    sum overflowed (the caller then looks element by element)."""
     if x.device.type == "cpu" and x.is_contiguous() and x.dtype in FLOAT_DTYPES and _C is not None:
         return _C.all_finite(x.data_ptr(), x.numel(), x.dtype == torch.float64)
     # A sum is NaN/Inf whenever an element is, and costs one read with no mask allocation.
