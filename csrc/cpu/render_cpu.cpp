@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -202,12 +203,28 @@ void store(const std::vector<double>& src, T* dst) {
 // accumulate(b, double* acc) adds image b's contributions to the zeroed acc.
 // Images are claimed in batch order, so the thread holding image b only waits (for its turn
 // to add to the total) on images that other threads are already working on.
+//
+// A backward pass's per-pixel gathers (`gather`, over [0, gather_n) in pieces) may run in the
+// same call: they are claimed after the images, so with fewer images than threads (B = 1) the
+// caller starts on the serial scatter at once and a helper takes the gathers when it wakes,
+// instead of the scatter waiting for the gathers to finish. The gathers must neither read what
+// the scatter writes nor write what it reads.
+using PixelGather = std::function<void(int64_t begin, int64_t end)>;
+
 template <typename T, typename Accumulate>
-void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&& accumulate) {
+void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&& accumulate,
+                      int64_t gather_n = 0, const PixelGather& gather = nullptr) {
     std::vector<double> total(batched ? 0 : size, 0.0);
     std::vector<std::vector<double>> accs(workers());
     std::atomic<int64_t> turn{0};  // the next image to add to total
-    run_chunks(B, [&](int64_t b, int worker) {
+    const int64_t piece = std::max<int64_t>(kPixelGrain, (gather_n + workers() * 8 - 1) / (workers() * 8));
+    const int64_t pieces = (gather_n + piece - 1) / piece;
+    run_chunks(B + pieces, [&](int64_t b, int worker) {
+        if (b >= B) {
+            const int64_t begin = (b - B) * piece;
+            gather(begin, std::min(begin + piece, gather_n));
+            return;
+        }
         std::vector<double>& acc = accs[worker];
         acc.assign(size, 0.0);
         accumulate(b, acc.data());
@@ -326,7 +343,7 @@ void interpolate_backward_t(const InterpolateArgs& a) {
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t V = a.V, F = a.F, C = a.C, pixels = (int64_t)a.H * a.W;
     // d out / d(b0, b1) = (a0 - a2, a1 - a2): a per-pixel gather, no conflicts.
-    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+    auto gather = [&](int64_t begin, int64_t end) {
         for (int64_t bp = begin; bp < end; ++bp) {
             const int64_t b = bp / pixels;
             T* gr = grad_rast + bp * 4;
@@ -346,13 +363,13 @@ void interpolate_backward_t(const InterpolateArgs& a) {
             gr[0] = (T)g0;
             gr[1] = (T)g1;
         }
-    });
+    };
     // d out / d attr: a scatter to vertices.
     scatter_by_image(a.B, V * C, a.attr_batched, buffer<T>(a.grad_attr), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
             const T* rs = rast + bp * 4;
-            // Invalid ids were reported by the gather above.
+            // Invalid ids are reported by the gather.
             const int64_t f = triangle_from_raster_id(rs[3], F);
             if (f < 0 || !vertex_indices_valid(tri + f * 3, V)) continue;
             const double w[3] = {(double)rs[0], (double)rs[1], 1.0 - (double)rs[0] - (double)rs[1]};
@@ -362,7 +379,7 @@ void interpolate_backward_t(const InterpolateArgs& a) {
                 for (int64_t c = 0; c < C; ++c) acc_k[c] += w[k] * (double)g[c];
             }
         }
-    });
+    }, a.B * pixels, gather);
 }
 
 template <typename T>
@@ -398,7 +415,7 @@ void sample_texture_backward_t(const TextureArgs& a) {
     T* grad_uv = buffer<T>(a.grad_uv);
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W, texels = (int64_t)a.tex_h * a.tex_w;
-    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+    auto gather = [&](int64_t begin, int64_t end) {
         for (int64_t bp = begin; bp < end; ++bp) {
             grad_uv[bp * 2] = grad_uv[bp * 2 + 1] = T(0);
             if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) {
@@ -413,11 +430,11 @@ void sample_texture_backward_t(const TextureArgs& a) {
             grad_uv[bp * 2] = (T)g_uv[0];
             grad_uv[bp * 2 + 1] = (T)g_uv[1];
         }
-    });
+    };
     scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
-            if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) continue;  // reported above
+            if (!finite_uv(uv[bp * 2], uv[bp * 2 + 1])) continue;  // reported by the gather
             const BilinearTaps taps = bilinear_taps(uv[bp * 2], uv[bp * 2 + 1], a.tex_h, a.tex_w, a.mode);
             double w[4];
             bilinear_weights(taps, w);
@@ -428,7 +445,7 @@ void sample_texture_backward_t(const TextureArgs& a) {
                 for (int64_t c = 0; c < C; ++c) acc_k[c] += w[k] * (double)g[c];
             }
         }
-    });
+    }, a.B * pixels, gather);
 }
 
 // Antialiasing is a gather on both sides: each pixel analyses its four pairs (pixel_blends,
@@ -556,7 +573,7 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
     int32_t* status = buffer<int32_t>(a.launch.status);
     const int64_t C = a.C, pixels = (int64_t)a.H * a.W;
     const int64_t texels = mip_level_offset(a.tex_h, a.tex_w, a.max_level + 1);
-    parallel_for(a.B * pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
+    auto gather = [&](int64_t begin, int64_t end) {
         for (int64_t bp = begin; bp < end; ++bp) {
             T* gu = grad_uv + bp * 2;
             T* gda = grad_uv_da + bp * 4;
@@ -572,11 +589,11 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
             for (int k = 0; k < 2; ++k) gu[k] = (T)g_uv[k];
             for (int k = 0; k < 4; ++k) gda[k] = (T)g_da[k];
         }
-    });
+    };
     scatter_by_image(a.B, texels * C, a.tex_batched, buffer<T>(a.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < pixels; ++p) {
             const int64_t bp = b * pixels + p;
-            if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) continue;  // reported above
+            if (!finite_uv_and_derivatives(uv + bp * 2, uv_da + bp * 4)) continue;  // reported by the gather
             const TrilinearTaps taps = pixel_trilinear_taps(a, uv + bp * 2, uv_da + bp * 4);
             const T* g = grad_out + bp * C;
             for (int k = 0; k < 8; ++k) {
@@ -585,7 +602,7 @@ void sample_texture_mip_backward_t(const TextureArgs& a) {
                 for (int64_t c = 0; c < C; ++c) acc_k[c] += taps.w[k] * (double)g[c];
             }
         }
-    });
+    }, a.B * pixels, gather);
 }
 
 }  // namespace
@@ -627,17 +644,16 @@ void render_textured_forward_t(const TexturedArgs& args) {
     });
 }
 
-// The gathers per pixel in parallel; the texture gradient summed per image in raster order
-// (scatter_by_image), as sample_texture's backward sums it.
+// The gathers per pixel in parallel, alongside the texture gradient summed per image in raster
+// order (scatter_by_image), as sample_texture's backward sums it.
 template <typename T>
 void render_textured_backward_t(const TexturedArgs& args) {
     const TexturedBuffers<T> a = textured_buffers<T>(args);
-    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
-        for (int64_t bp = begin; bp < end; ++bp) textured_gather_pixel(a, bp);
-    });
     scatter_by_image(a.B, a.texels * a.C, a.tex_batched, buffer<T>(args.grad_tex), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < a.pixels; ++p)
             textured_texture_grads(a, b * a.pixels + p, [acc](int64_t i, double v) { acc[i] += v; });
+    }, a.B * a.pixels, [&](int64_t begin, int64_t end) {
+        for (int64_t bp = begin; bp < end; ++bp) textured_gather_pixel(a, bp);
     });
 }
 
