@@ -169,7 +169,8 @@ for threads in (1, 2, 7, 2):
     mip = nl3dmm.sample_texture(t, pixel_uv, backend="cpu", uv_da=uv_da)
     plain = nl3dmm.sample_texture(t, pixel_uv, boundary="wrap", backend="cpu")
     weights = torch.randn(1, 61, 47, 3, generator=torch.Generator().manual_seed(1))
-    ((image + mip + plain) * weights).sum().backward()
+    smooth = nl3dmm.antialias(image, rast, p, tri, backend="cpu")
+    ((smooth + mip + plain) * weights).sum().backward()
     grads = [leaf.grad for leaf in leaves]
     assert all(bool((g != 0).any()) for g in grads)
     if threads == 1:
@@ -184,8 +185,8 @@ print("ok")
 def test_backward_gathers_beside_the_scatter_change_no_bit(seed):
     """With one image, a backward pass's serial scatter (to texels, vertices) runs while the
     helpers take its per-pixel gathers (scatter_by_image). Helpers polling (so that they do
-    take them), every gradient of the fused and unfused chains, the mip-mapped lookup and
-    interpolate_derivatives is the same at 1, 2 and 7 threads."""
+    take them), every gradient of the fused and unfused chains, the mip-mapped lookup,
+    interpolate_derivatives and antialias is the same at 1, 2 and 7 threads."""
     env = {**os.environ, "NL3DMM_POOL_SPIN_US": "100000"}
     done = subprocess.run([sys.executable, "-c", _OVERLAP_SCRIPT, str(seed), str(ROOT / "tests")],
                           capture_output=True, text=True, env=env, timeout=300)

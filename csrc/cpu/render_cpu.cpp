@@ -463,10 +463,8 @@ void antialias_forward_t(const AntialiasArgs& args) {
 template <typename T>
 void antialias_backward_t(const AntialiasArgs& args) {
     const AntialiasBuffers<T> a = antialias_buffers<T>(args);
-    parallel_for(a.B * a.pixels, kPixelGrain, [&](int64_t begin, int64_t end, int) {
-        for (int64_t bp = begin; bp < end; ++bp) antialias_color_gradient_pixel(a, bp);
-    });
-    // d out / d pos: each pair once (from its pixel 0), in raster order per image.
+    // d out / d pos: each pair once (from its pixel 0), in raster order per image; beside it the
+    // colour gradients, a gather (it writes only grad_color, which the pairs do not read).
     scatter_by_image(a.B, a.V * 4, /*batched=*/true, buffer<T>(args.grad_pos), [&](int64_t b, double* acc) {
         for (int64_t p = 0; p < a.pixels; ++p) {
             const int row = (int)(p / a.W), col = (int)(p % a.W);
@@ -479,6 +477,8 @@ void antialias_backward_t(const AntialiasArgs& args) {
                     for (int c = 0; c < 4; ++c) acc[vertex[k] * 4 + c] += grad[k][c];
             }
         }
+    }, a.B * a.pixels, [&](int64_t begin, int64_t end) {
+        for (int64_t bp = begin; bp < end; ++bp) antialias_color_gradient_pixel(a, bp);
     });
 }
 
