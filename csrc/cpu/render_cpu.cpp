@@ -113,13 +113,16 @@ __attribute__((always_inline)) inline void raster_triangle(const T* pos, const S
     }
 }
 
-// Write the raster (b0, b1, depth, id + 1) of rows [r0, r1) from the z-buffer.
+// Write the raster (b0, b1, depth, id + 1) of rows [r0, r1) from the z-buffer, or from the
+// minimum of it and the `others` (the private z-buffers of a split image).
 template <typename T>
 void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W, const ImageRaster& s,
-                  T* out) {
+                  T* out, const std::vector<const uint64_t*>& others = {}) {
     for (int r = r0; r < r1; ++r) {
         for (int c = 0; c < W; ++c) {
-            const uint64_t key = s.zbuf[(int64_t)r * W + c];
+            const int64_t i = (int64_t)r * W + c;
+            uint64_t key = s.zbuf[i];
+            for (const uint64_t* z : others) key = std::min(key, z[i]);
             T* o = out + ((int64_t)r * W + c) * 4;
             if (key == kEmptyKey) {
                 o[0] = o[1] = o[2] = o[3] = T(0);
@@ -149,10 +152,10 @@ void rasterize_one_image(const T* pos, const int32_t* tri, int64_t V, int64_t F,
 }
 
 // One image split across the pool (for batches smaller than the pool). Each thread z-tests the
-// pieces of the triangle list it claims into its own z-buffer; the buffers of the threads that
-// took part are then merged with min. The packed-key minimum does not depend on the order, so
-// the result is bit-identical whoever drew what, and no two threads ever write one buffer.
-// parts[0] (the caller's) is cleared up front: it is the merge's target even if the caller
+// pieces of the triangle list it claims into its own z-buffer; resolving a pixel takes the
+// minimum over the buffers of the threads that took part. The packed-key minimum does not depend
+// on the order, so the result is bit-identical whoever drew what, and no two threads ever write
+// one buffer. parts[0] (the caller's) is cleared up front: it is read even if the caller
 // claimed nothing; the others are cleared by their thread on its first piece.
 template <typename T>
 void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, int64_t F, int H,
@@ -176,18 +179,13 @@ void rasterize_one_image_parallel(const T* pos, const int32_t* tri, int64_t V, i
         for (int64_t f = begin; f < end; ++f)
             raster_triangle(pos, s.screen.data(), tri, V, f, 0, H - 1, cull, H, W, zbuf, status);
     }, /*max_workers=*/n);
+    // The buffers' minimum is taken as the rows are resolved, not in a pass of its own.
     std::vector<const uint64_t*> others;
     for (int p = 1; p < n; ++p)
         if (used[p]) others.push_back(parts[p].zbuf.data());
-    if (!others.empty())
-        parallel_for(pixels, 8192, [&](int64_t begin, int64_t end, int) {
-            for (int64_t i = begin; i < end; ++i) {
-                uint64_t key = s.zbuf[i];
-                for (const uint64_t* z : others) key = std::min(key, z[i]);
-                s.zbuf[i] = key;
-            }
-        });
-    parallel_for(H, 8, [&](int64_t begin, int64_t end, int) { resolve_rows(pos, tri, (int)begin, (int)end, H, W, s, out); });
+    parallel_for(H, 8, [&](int64_t begin, int64_t end, int) {
+        resolve_rows(pos, tri, (int)begin, (int)end, H, W, s, out, others);
+    });
 }
 
 template <typename T>
