@@ -123,7 +123,7 @@ void resolve_rows(const T* pos, const int32_t* tri, int r0, int r1, int H, int W
             const int64_t i = (int64_t)r * W + c;
             uint64_t key = s.zbuf[i];
             for (const uint64_t* z : others) key = std::min(key, z[i]);
-            T* o = out + ((int64_t)r * W + c) * 4;
+            T* o = out + i * 4;
             if (key == kEmptyKey) {
                 o[0] = o[1] = o[2] = o[3] = T(0);
                 continue;
@@ -215,7 +215,7 @@ void scatter_by_image(int64_t B, int64_t size, bool batched, T* dst, Accumulate&
     std::vector<double> total(batched ? 0 : size, 0.0);
     std::vector<std::vector<double>> accs(workers());
     std::atomic<int64_t> turn{0};  // the next image to add to total
-    const int64_t piece = std::max<int64_t>(kPixelGrain, (gather_n + workers() * 8 - 1) / (workers() * 8));
+    const int64_t piece = piece_size(gather_n, kPixelGrain);
     const int64_t pieces = (gather_n + piece - 1) / piece;
     run_chunks(B + pieces, [&](int64_t b, int worker) {
         if (b >= B) {

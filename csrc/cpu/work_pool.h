@@ -32,14 +32,19 @@ int workers();
 void run_chunks(int64_t chunks, const std::function<void(int64_t chunk, int worker)>& task,
                 int max_workers = 0);
 
-// body(begin, end, worker) over [0, n) in pieces of about `grain` items, at least `grain` each
-// and a few per thread, so a delayed thread's share is taken by the others.
+// Items per piece when [0, n) is cut into pieces: at least `grain`, and a few pieces per thread,
+// so a delayed thread's share is taken by the others.
+inline int64_t piece_size(int64_t n, int64_t grain) {
+    const int64_t per_thread = 8;  // pieces per thread: enough to even out a delayed thread
+    const int64_t size = (n + (int64_t)workers() * per_thread - 1) / ((int64_t)workers() * per_thread);
+    return size < grain ? grain : size;
+}
+
+// body(begin, end, worker) over [0, n) in pieces of piece_size(n, grain) items.
 template <typename Body>
 void parallel_for(int64_t n, int64_t grain, Body&& body, int max_workers = 0) {
     if (n <= 0) return;
-    const int64_t per_thread = 8;  // pieces per thread: enough to even out a delayed thread
-    int64_t size = (n + (int64_t)workers() * per_thread - 1) / ((int64_t)workers() * per_thread);
-    if (size < grain) size = grain;
+    const int64_t size = piece_size(n, grain);
     const int64_t chunks = (n + size - 1) / size;
     run_chunks(chunks, [&](int64_t c, int worker) {
         const int64_t begin = c * size, end = begin + size < n ? begin + size : n;
