@@ -158,7 +158,6 @@ torch.manual_seed(int(sys.argv[1]))
 pos, tri = random_soup(1, 300, 500, torch.float32)
 uv, tex = torch.rand(300, 2), torch.rand(1, 32, 24, 3)
 background, mask = torch.rand(1, 61, 47, 3), torch.rand(1, 61, 47)
-out = {}
 for threads in (1, 2, 7, 2):
     nl3dmm.render.set_num_threads(threads)
     leaves = [t.clone().requires_grad_(True) for t in (pos, uv, tex, background, mask)]
