@@ -338,35 +338,58 @@ NL_HD PixelSample resolve_pixel(const ClipVertex v[3], int row, int col, int hei
 // Gradient of resolve_pixel's outputs (g_b0, g_b1, g_depth) with respect to the clip
 // coordinates of the three vertices, written to grad[k] = (dx, dy, dz, dw) of vertex k. Zero
 // for a triangle seen edge-on (sum 0: constant outputs); no depth term where den is 0.
+// It runs once per covered pixel in a serial scatter (one image), so it divides once, by sum,
+// and multiplies by that reciprocal (the forward's b_k = cross_k / sum differ from these in the
+// last bit at most), and skips the depth terms when g_depth is 0, as in a textured render.
 NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int height, int width,
                                   double g_b0, double g_b1, double g_depth, double grad[3][4]) {
     for (int k = 0; k < 3; ++k)
         for (int c = 0; c < 4; ++c) grad[k][c] = 0.0;
-    const HomogeneousPixel h = homogeneous_pixel(v, row, col, height, width);
-    if (h.sum == 0.0) return;
+    const double px = col + 0.5, py = row + 0.5, hx = 0.5 * width, hy = 0.5 * height;
+    double ax[3], ay[3], b[3];
+    for (int k = 0; k < 3; ++k) {
+        ax[k] = (v[k].x + v[k].w) * hx - px * v[k].w;
+        ay[k] = (v[k].y + v[k].w) * hy - py * v[k].w;
+    }
+    for (int k = 0; k < 3; ++k) {
+        const int i = (k + 1) % 3, j = (k + 2) % 3;
+        b[k] = ax[i] * ay[j] - ay[i] * ax[j];
+    }
+    const double sum = b[0] + b[1] + b[2];
+    if (sum == 0.0) return;
+    const double inv_sum = 1.0 / sum;
+    for (int k = 0; k < 3; ++k) b[k] *= inv_sum;
+    double g_b[3] = {g_b0, g_b1, 0.0};
     // depth = num / den: d/d b_k = (z_k - depth w_k) / den, d/d z_k = b_k / den,
     // d/d w_k (direct) = -depth b_k / den.
-    const double g_d = h.den == 0.0 ? 0.0 : g_depth / h.den;
-    double g_b[3] = {g_b0, g_b1, 0.0};
-    for (int k = 0; k < 3; ++k) g_b[k] += g_d * (v[k].z - h.depth * v[k].w);
+    double g_d = 0.0, depth = 0.0;
+    if (g_depth != 0.0) {
+        const double den = b[0] * v[0].w + b[1] * v[1].w + b[2] * v[2].w;
+        if (den != 0.0) {
+            const double inv_den = 1.0 / den;
+            depth = (b[0] * v[0].z + b[1] * v[1].z + b[2] * v[2].z) * inv_den;
+            g_d = g_depth * inv_den;
+            for (int k = 0; k < 3; ++k) g_b[k] += g_d * (v[k].z - depth * v[k].w);
+        }
+    }
     // b_k = cross_k / sum: d b_m / d cross_k = (delta_mk - b_m) / sum.
-    const double gb_dot_b = g_b[0] * h.b[0] + g_b[1] * h.b[1] + g_b[2] * h.b[2];
+    const double gb_dot_b = g_b[0] * b[0] + g_b[1] * b[1] + g_b[2] * b[2];
     double g_ax[3] = {0.0, 0.0, 0.0}, g_ay[3] = {0.0, 0.0, 0.0};
     for (int k = 0; k < 3; ++k) {
-        const double g_c = (g_b[k] - gb_dot_b) / h.sum;
+        const double g_c = (g_b[k] - gb_dot_b) * inv_sum;
         const int i = (k + 1) % 3, j = (k + 2) % 3;
         // cross = ax_i ay_j - ay_i ax_j.
-        g_ax[i] += g_c * h.ay[j];
-        g_ay[i] -= g_c * h.ax[j];
-        g_ax[j] -= g_c * h.ay[i];
-        g_ay[j] += g_c * h.ax[i];
+        g_ax[i] += g_c * ay[j];
+        g_ay[i] -= g_c * ax[j];
+        g_ax[j] -= g_c * ay[i];
+        g_ay[j] += g_c * ax[i];
     }
     // ax = (x + w) hx - px w, ay = (y + w) hy - py w.
     for (int k = 0; k < 3; ++k) {
-        grad[k][0] = g_ax[k] * h.hx;
-        grad[k][1] = g_ay[k] * h.hy;
-        grad[k][2] = g_d * h.b[k];
-        grad[k][3] = g_ax[k] * (h.hx - h.px) + g_ay[k] * (h.hy - h.py) - g_d * h.depth * h.b[k];
+        grad[k][0] = g_ax[k] * hx;
+        grad[k][1] = g_ay[k] * hy;
+        grad[k][2] = g_d * b[k];
+        grad[k][3] = g_ax[k] * (hx - px) + g_ay[k] * (hy - py) - g_d * depth * b[k];
     }
 }
 

@@ -268,7 +268,8 @@ def resolve_pixel_backward(x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2, px, p
                            g_b0, g_b1, g_depth):
     """Gradient of resolve_pixel's (b0, b1, depth) with respect to the clip coordinates, as 12
     values (dx0, dy0, dz0, dw0, dx1, ..., dw2); zero for a triangle seen edge-on, no depth
-    term where its denominator is 0 (resolve_pixel_backward, same order of operations)."""
+    term where its denominator is 0 (resolve_pixel_backward in render_math.h, whose serial
+    scatter multiplies by 1 / sum where these lanes divide: the two differ in the last bits)."""
     ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2 = homogeneous_terms(
         x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width)
     flat, total, b0, b1, b2, den, edge_on, depth = homogeneous_weights(c0, c1, c2, z0, w0, z1, w1,
