@@ -140,13 +140,21 @@ def test_rasterize_backward_matches_reference(seed, dtype):
     assert_rel_close(grads["triton"], grads["cpu"], TOL[dtype], "d rast / d pos vs cpu")
 
 
-def test_rasterize_gradcheck(seed):
-    """Full gradcheck on a tiny case: one interpreted launch per input and per output."""
+# Full gradchecks take an interpreted launch per input and per output (~30 s each on 2 cores):
+# the default run checks random projections of the Jacobian (fast_mode, a fresh one each run),
+# --run-slow the whole Jacobian. The backward is also compared with the CPU one above.
+GRADCHECK_MODES = [pytest.param(True, id="projected"),
+                   pytest.param(False, id="full", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_rasterize_gradcheck(seed, fast_mode):
+    """gradcheck on a tiny case."""
     pos, tri = _smooth_grid(2, 1, 5, 6)
     pos.requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda p: nl3dmm.rasterize(p, tri, (5, 6), backend="triton")[..., :3], (pos,),
-        eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=1e-12)
+        eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=1e-12, fast_mode=fast_mode)
 
 
 # ---- interpolate --------------------------------------------------------------------------
@@ -177,7 +185,8 @@ def test_interpolate_matches_reference_and_cpu(seed, dtype, shared):
     assert (g_rast[..., 2:] == 0).all(), "depth and id channels get no gradient"
 
 
-def test_interpolate_gradcheck(seed):
+@pytest.mark.parametrize("fast_mode", GRADCHECK_MODES)
+def test_interpolate_gradcheck(seed, fast_mode):
     pos, tri = jittered_grid(2, 2, 1)
     rast = nl3dmm.rasterize(pos, tri, (3, 4), backend="cpu")
     attr = torch.randn(2, pos.shape[1], 2, dtype=torch.float64, requires_grad=True)
@@ -188,9 +197,10 @@ def test_interpolate_gradcheck(seed):
     def f(a, b):
         return nl3dmm.interpolate(a, torch.cat([b, rest], -1), tri, backend="triton")
 
-    assert torch.autograd.gradcheck(f, (attr, bary), eps=1e-6, atol=1e-8, nondet_tol=1e-12)
+    assert torch.autograd.gradcheck(f, (attr, bary), eps=1e-6, atol=1e-8, nondet_tol=1e-12,
+                                    fast_mode=fast_mode)
     assert torch.autograd.gradcheck(lambda a: f(a, bary.detach()), (shared,), eps=1e-6, atol=1e-8,
-                                    nondet_tol=1e-12)
+                                    nondet_tol=1e-12, fast_mode=fast_mode)
 
 
 # ---- sample_texture -----------------------------------------------------------------------
@@ -280,7 +290,8 @@ def test_kernels_compile_for_the_gpu():
         if "TRIS" in meta:
             tile = runtime.clip_triangle_tile if "clipped" in kernel.__name__ else runtime.triangle_tile
             assert (meta["TRIS"], meta["PIXELS"]) == tile(cuda, 10**6)
-        binary = runtime.compile_for_gpu(kernel, args, meta, arch=90)
+    binaries = static_checks.compile_variants(list(variants.values()), arch=90)
+    for (kernel, _, _), binary in zip(variants.values(), binaries):
         assert binary.asm.get("cubin"), f"{kernel.__name__}: no cubin"
 
 
@@ -371,7 +382,7 @@ def _backward_grads(dtype, pos, tri, attr, tex, uv, g_rast, g_attr, g_tex):
 
 
 def test_backward_bits_do_not_depend_on_the_program_order(seed, monkeypatch):
-    """The three backward passes with 16-pixel programs (40 per launch) run in row-major,
+    """The three backward passes with 32-pixel programs (20 per launch) run in row-major,
     reversed and shuffled order: the fixed-point gradients are bit-identical; float64
     atomics (the old kernels, FLOAT) in the same orders are not: the positive control that
     the orders really change the summation order."""
@@ -382,7 +393,7 @@ def test_backward_bits_do_not_depend_on_the_program_order(seed, monkeypatch):
     uv = _uv_away_from_kinks((B, H, W), dtype=dtype)
     grads = [torch.randn(B, H, W, n, dtype=dtype) for n in (4, 3, 2)]
     for module in (k_rasterize, k_interpolate, k_texture):
-        monkeypatch.setattr(module, "pixel_block", lambda device, n: 16)
+        monkeypatch.setattr(module, "pixel_block", lambda device, n: 32)
     shuffle = random.Random(seed)
     orders = {"row-major": lambda n: list(range(n)), "reversed": lambda n: list(range(n))[::-1],
               "shuffled": lambda n: shuffle.sample(range(n), n)}

@@ -13,8 +13,11 @@ read from the cubin with `cuobjdump -res-usage` (Triton's bundled copy): without
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import datetime
+import functools
+import os
 import re
 import shutil
 import subprocess
@@ -132,7 +135,13 @@ def gpu_launch_variants() -> list[tuple]:
     """(kernel, args, meta) of each distinct launch (kernel, constexprs, dtype) of a forward
     and backward through the ops at the GPU block sizes: float32 and float64, both cull
     settings (a triangle to clip in one), shared and batched attributes and textures, every boundary mode, bilinear and
-    mip-mapped (with uv's screen derivatives), and render_textured's fused pass."""
+    mip-mapped (with uv's screen derivatives), and render_textured's fused pass. Recorded once
+    per process (~13 s of interpreted launches); each caller gets its own list."""
+    return list(_recorded_launch_variants())
+
+
+@functools.lru_cache(maxsize=1)
+def _recorded_launch_variants() -> tuple:
     import torch
 
     import nl3dmm
@@ -186,7 +195,17 @@ def gpu_launch_variants() -> list[tuple]:
     finally:
         for module, real in originals.items():
             module.launch = real
-    return [launches[key] for key in sorted(launches, key=lambda k: (k[0], str(k[2]), k[3]))]
+    return tuple(launches[key] for key in sorted(launches, key=lambda k: (k[0], str(k[2]), k[3])))
+
+
+def compile_variants(variants: list[tuple], arch: int = 90) -> list:
+    """runtime.compile_for_gpu of each (kernel, args, meta), in order, on a thread per core:
+    Triton's compiler releases the GIL in its MLIR passes and in ptxas (2 cores: 46 s -> 24 s
+    for the 41 variants)."""
+    from nl3dmm.kernels import runtime
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda v: runtime.compile_for_gpu(*v, arch=arch), variants))
 
 
 def cuobjdump() -> str:
@@ -217,8 +236,7 @@ def triton_kernel_resources(variants: list[tuple], arch: int = 90) -> list[Kerne
 
     tool = cuobjdump()
     found = []
-    for kernel, args, meta in variants:
-        binary = runtime.compile_for_gpu(kernel, args, meta, arch=arch)
+    for (kernel, args, meta), binary in zip(variants, compile_variants(variants, arch)):
         with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
             cubin.write(binary.asm["cubin"])
             cubin.flush()
