@@ -113,9 +113,11 @@ def test_row_zero_is_clip_y_minus_one():
     assert rows and max(rows) <= 1
 
 
-def test_bit_identical_across_runs_and_threads(seed):
-    """B = 2: one thread per image with 1-2 threads, triangles split across 3-4 threads."""
-    pos, tri = random_soup(2, 200, 400, torch.float32)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_bit_identical_across_runs_and_threads(seed, batch):
+    """B = 2: one thread per image with 1-2 threads, triangles split across 3-4 threads.
+    B = 1: the backward's scatter in two bands of rows, whichever threads run them."""
+    pos, tri = random_soup(batch, 200, 400, torch.float32)
     before = nl3dmm.render.num_threads()
     try:
         results = []

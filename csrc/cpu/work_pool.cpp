@@ -3,6 +3,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -77,9 +78,12 @@ class Pool {
             return;
         }
         while (started_ < want - 1) {
-            std::thread([this] { helper(); }).detach();
+            std::thread thread([this] { helper(); });
+            helpers_.push_back(thread.native_handle());
+            thread.detach();
             ++started_;
         }
+        keep_helpers_off(sched_getcpu());
         Job job{&task, chunks, want};
         job_.store(&job);
         posted_.fetch_add(1);
@@ -96,7 +100,28 @@ class Pool {
     }
 
    private:
+    // Linux wakes a sleeping helper on the waker's CPU when it judges that cache-friendly, and the
+    // helper then preempts the caller: both share one core while the other idles, and a
+    // two-band scatter took as long as one band after the other (6 ms instead of 3 at 512²;
+    // bench/results/pool-2026-12-06.md). So helpers may run anywhere the process may, except
+    // on the caller's current CPU; the mask changes only when the caller moved. A hint, not a
+    // rule: where only the caller's CPU is allowed, helpers keep the process's mask.
+    void keep_helpers_off(int cpu) {
+        if (cpu < 0 || cpu == kept_off_ || cpu >= CPU_SETSIZE) return;
+        if (!allowed_known_) {
+            allowed_known_ = true;
+            CPU_ZERO(&allowed_);
+            if (sched_getaffinity(0, sizeof(allowed_), &allowed_) != 0) CPU_ZERO(&allowed_);
+        }
+        cpu_set_t mask = allowed_;
+        CPU_CLR(cpu, &mask);
+        if (CPU_COUNT(&mask) == 0) return;
+        for (pthread_t h : helpers_) pthread_setaffinity_np(h, sizeof(mask), &mask);
+        kept_off_ = cpu;
+    }
+
     void helper() {
+        pthread_setname_np(pthread_self(), "nl3dmm-pool");  // for top -H, py-spy and the tests
         uint64_t seen = posted_.load();
         const auto spin = spin_time();
         for (;;) {
@@ -122,7 +147,11 @@ class Pool {
     }
 
     std::mutex call_mu_;  // one call at a time; a concurrent caller runs its chunks itself
-    int started_ = 0;     // helper threads, guarded by call_mu_
+    int started_ = 0;     // helper threads, guarded by call_mu_ as are the next four
+    std::vector<pthread_t> helpers_;
+    cpu_set_t allowed_;  // the process's CPUs when the first call came
+    bool allowed_known_ = false;
+    int kept_off_ = -1;  // the CPU the helpers' mask leaves out
     std::atomic<Job*> job_{nullptr};
     std::atomic<uint64_t> posted_{0};  // jobs so far: what helpers poll
     std::atomic<int> inside_{0};       // helpers that may be holding job_
