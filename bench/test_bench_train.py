@@ -16,6 +16,7 @@ from nl3dmm.model.adversarial import PatchDiscriminator
 from nl3dmm.face.facemodel import load_face_model
 from nl3dmm.model.networks import build_model
 from nl3dmm.training.batches import to_device
+from nl3dmm.training.config import TrainConfig
 from nl3dmm.training.objectives import FinetuneObjective, pretrain_loss
 
 BATCH = 8
@@ -42,7 +43,7 @@ def setup():
 def test_train_step(benchmark, setup, stage):
     face_model, model, batch = setup
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))
-    objective = FinetuneObjective(model, face_model, PatchDiscriminator(), 0.1)
+    objective = FinetuneObjective(model, face_model, PatchDiscriminator(), TrainConfig(adversarial_weight=0.1))
 
     def step():
         opt.zero_grad(set_to_none=True)
