@@ -61,6 +61,9 @@ def _case(dtype, attr_batched, tex_batched, with_background, with_mask):
         ids = CPU.rasterize(pos, tri, H, W, False)[..., 3]
         if bool((ids > 0).any()) and bool((ids == 0).any()):
             break
+    else:
+        raise AssertionError("50 random soups in a row drew no pixel or every pixel: random_soup "
+                             "or the rasterizer changed (replay with NL3DMM_TEST_SEED)")
     attr = (torch.rand(B if attr_batched else 1, V, 2, dtype=torch.float64) * 1.6 - 0.3).to(dtype)
     tex = torch.randn(B if tex_batched else 1, 5, 7, 3, dtype=dtype)
     background = torch.randn(B, H, W, 3, dtype=dtype) if with_background else None
