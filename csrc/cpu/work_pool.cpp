@@ -65,8 +65,8 @@ void drain(Job& job, int worker) {
     in_task = false;
 }
 
-// No thread ever sleeps on a lock or condition while another works for it: on this class of
-// VM a sleeping thread takes ~10 ms to run again, longer than a whole kernel. The caller
+// No thread ever sleeps on a lock or condition while another works for it: a woken thread
+// can wait ~10 ms for a core (keep_helpers_off says why), longer than a whole kernel. The caller
 // publishes the job with atomics and, at the end, polls until the helpers inside it have left;
 // helpers poll for work for spin_time() before they sleep, and only they ever sleep.
 class Pool {

@@ -2,10 +2,11 @@
 // the calling thread never waits for a thread that has not started.
 //
 // Why not OpenMP's `parallel for`: its region ends at a barrier every thread of the team must
-// reach. On a 2-vCPU VM a team thread that went to sleep between calls takes ~10 ms to be
-// scheduled again, so a 2 ms rasterize after a pause took 13.5 ms; and under load a static
-// split waits for whichever thread the load delays (p90 40 ms for that rasterize;
-// bench/results/variance-2026-12-02.md). Here the caller starts on the chunks at once, helper
+// reach. On a 2-vCPU VM a team thread that went to sleep between calls ran again only ~10 ms
+// later (Linux wakes it on the caller's CPU, behind the caller: bench/results/pool-2026-12-06.md),
+// so a 2 ms rasterize after a pause took 13.5 ms; and under load a static split waits for
+// whichever thread the load delays (p90 40 ms for that rasterize;
+// bench/results/variance-2026-12-02.md). Our helpers are kept off the caller's CPU. Here the caller starts on the chunks at once, helper
 // threads join when they wake and take what is left, and the call returns when every chunk
 // that was claimed is finished. A helper that wakes after the last chunk was claimed does
 // nothing, and nobody waits for it.
