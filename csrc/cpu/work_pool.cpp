@@ -82,8 +82,13 @@ class Pool {
             helpers_.push_back(thread.native_handle());
             thread.detach();
             ++started_;
+#ifdef __linux__
+            kept_off_ = -1;  // a new helper has its creator's mask: set everyone's again
+#endif
         }
+#ifdef __linux__
         keep_helpers_off(sched_getcpu());
+#endif
         Job job{&task, chunks, want};
         job_.store(&job);
         posted_.fetch_add(1);
@@ -106,6 +111,7 @@ class Pool {
     // bench/results/pool-2026-12-06.md). So helpers may run anywhere the process may, except
     // on the caller's current CPU; the mask changes only when the caller moved. A hint, not a
     // rule: where only the caller's CPU is allowed, helpers keep the process's mask.
+#ifdef __linux__
     void keep_helpers_off(int cpu) {
         if (cpu < 0 || cpu == kept_off_ || cpu >= CPU_SETSIZE) return;
         if (!allowed_known_) {
@@ -119,9 +125,12 @@ class Pool {
         for (pthread_t h : helpers_) pthread_setaffinity_np(h, sizeof(mask), &mask);
         kept_off_ = cpu;
     }
+#endif
 
     void helper() {
+#ifdef __linux__
         pthread_setname_np(pthread_self(), "nl3dmm-pool");  // for top -H, py-spy and the tests
+#endif
         uint64_t seen = posted_.load();
         const auto spin = spin_time();
         for (;;) {
@@ -149,9 +158,11 @@ class Pool {
     std::mutex call_mu_;  // one call at a time; a concurrent caller runs its chunks itself
     int started_ = 0;     // helper threads, guarded by call_mu_ as are the next four
     std::vector<pthread_t> helpers_;
+#ifdef __linux__  // CPU affinity is Linux's (glibc's pthread_setaffinity_np)
     cpu_set_t allowed_;  // the process's CPUs when the first call came
     bool allowed_known_ = false;
     int kept_off_ = -1;  // the CPU the helpers' mask leaves out
+#endif
     std::atomic<Job*> job_{nullptr};
     std::atomic<uint64_t> posted_{0};  // jobs so far: what helpers poll
     std::atomic<int> inside_{0};       // helpers that may be holding job_
