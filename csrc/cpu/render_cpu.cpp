@@ -6,8 +6,9 @@
 // buffer: validation can be bypassed by writes torch does not see.
 //
 // Determinism: every output element is produced by exactly one thread, and every sum is taken
-// in a fixed order (pixels in raster order within an image, images in batch order), so
-// results are bit-identical across runs and across thread counts. The threads are those of
+// in a fixed order (pixels in raster order within an image, or within each of a fixed number
+// of row bands, bands and images in order), so results are bit-identical across runs and
+// across thread counts. The threads are those of
 // work_pool.h, whose callers never wait for a thread that has not started.
 #include "render_cpu.h"
 
