@@ -88,11 +88,12 @@ def test_view_labels_land_on_the_rendered_landmark_vertices(store, profiler, see
         # the nostrils a drawn triangle can be far steeper than the averaged vertex normal says
         # (seed 1323267967: 3.35 px of depth within 0.5 px in the image plane).
         view_axis = camera_pose(views.m[k])[1][2]
-        drawn = profiler.vertices[profiler.triangles.numpy()[rast[k, row, col, 3].long().numpy() - 1]]
+        ids = rast[k, row, col, 3].long().numpy()                                  # 0: empty
+        drawn = profiler.vertices[profiler.triangles.numpy()[ids - 1]]
         normal = np.cross(drawn[:, 1] - drawn[:, 0], drawn[:, 2] - drawn[:, 0])
         normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-30)
         facing = (visible[k] & (profiler.normals[profiler.landmark_ids] @ view_axis > 0.5)
-                  & (np.abs(normal @ view_axis) > 0.5) & (rast[k, row, col, 3].numpy() > 0))
+                  & (np.abs(normal @ view_axis) > 0.5) & (ids > 0))
         print(f"view {k}: in-plane max {in_plane[visible[k]].max():.2f} px, {facing.sum()} facing, 3-D max "
               f"{along[facing].max(initial=0):.2f} px")
         assert (in_plane[visible[k]] <= 1.0).all(), "a landmark is more than 1 px from its rendered vertex"

@@ -192,12 +192,12 @@ def test_backward_gathers_beside_the_scatter_change_no_bit(seed):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
 
 
-_AFFINITY_SCRIPT = r"""
+# Shared by the two affinity scripts below: a scene, and the CPU masks of the pool's helpers.
+_POOL_PRELUDE = r"""
 import os, time, torch, nl3dmm
 pos = torch.rand(1, 300, 4) * 2 - 1
 pos[..., 3] = 1
 tri = torch.randint(0, 300, (600, 3), dtype=torch.int32)
-nl3dmm.render.set_num_threads(2)
 
 
 def helper_cpus(count):
@@ -212,11 +212,12 @@ def helper_cpus(count):
             return found
         time.sleep(0.01)
     return found
+"""
 
-
+_AFFINITY_SCRIPT = _POOL_PRELUDE + r"""
+nl3dmm.render.set_num_threads(2)
 want = nl3dmm.rasterize(pos, tri, (64, 64))
-everywhere = os.sched_getaffinity(0)
-cpus = sorted(everywhere)[:2]
+cpus = sorted(os.sched_getaffinity(0))[:2]
 for cpu, other in ((cpus[0], cpus[1]), (cpus[1], cpus[0])):
     os.sched_setaffinity(0, {cpu})  # this (the calling) thread only
     assert torch.equal(nl3dmm.rasterize(pos, tri, (64, 64)), want)
@@ -231,36 +232,33 @@ assert len(helpers) == 3 and all(cpus[1] not in h and cpus[0] in h for h in help
 print("ok")
 """
 
+_ONE_CPU_SCRIPT = _POOL_PRELUDE + r"""
+cpu = sorted(os.sched_getaffinity(0))[0]
+os.sched_setaffinity(0, {cpu})
+nl3dmm.render.set_num_threads(2)
+a = nl3dmm.rasterize(pos, tri, (64, 64))
+nl3dmm.render.set_num_threads(1)
+assert torch.equal(a, nl3dmm.rasterize(pos, tri, (64, 64)))
+helpers = helper_cpus(1)
+assert helpers and all(h == {cpu} for h in helpers), helpers
+print("ok")
+"""
+
+
+def _run_script(script: str) -> None:
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
+
 
 def test_helpers_stay_off_the_callers_cpu():
     """Linux would wake a helper on the caller's CPU and preempt the caller (a 2-band scatter
     then took twice as long): after a call, every helper may run anywhere but there."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: nowhere else for a helper to run")
-    done = subprocess.run([sys.executable, "-c", _AFFINITY_SCRIPT], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
+    _run_script(_AFFINITY_SCRIPT)
 
 
 def test_a_process_on_one_cpu_keeps_its_mask():
     """Where only the caller's CPU is allowed (taskset), helpers keep the process's mask and
     the results are unchanged."""
-    script = ("import os, torch, nl3dmm\n"
-              "cpu = sorted(os.sched_getaffinity(0))[0]\n"
-              "os.sched_setaffinity(0, {cpu})\n"
-              "nl3dmm.render.set_num_threads(2)\n"
-              "pos = torch.rand(1, 300, 4) * 2 - 1; pos[..., 3] = 1\n"
-              "tri = torch.randint(0, 300, (600, 3), dtype=torch.int32)\n"
-              "a = nl3dmm.rasterize(pos, tri, (64, 64))\n"
-              "nl3dmm.render.set_num_threads(1)\n"
-              "assert torch.equal(a, nl3dmm.rasterize(pos, tri, (64, 64)))\n"
-              "import time\n"
-              "for _ in range(500):  # a helper names itself when it first runs\n"
-              "    tids = [t for t in os.listdir('/proc/self/task')\n"
-              "            if open(f'/proc/self/task/{t}/comm').read().strip() == 'nl3dmm-pool']\n"
-              "    if tids: break\n"
-              "    time.sleep(0.01)\n"
-              "assert tids and all(os.sched_getaffinity(int(t)) == {cpu} for t in tids)\n"
-              "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
+    _run_script(_ONE_CPU_SCRIPT)

@@ -82,9 +82,6 @@ class Pool {
             helpers_.push_back(thread.native_handle());
             thread.detach();
             ++started_;
-#ifdef __linux__
-            kept_off_ = -1;  // a new helper has its creator's mask: set everyone's again
-#endif
         }
 #ifdef __linux__
         keep_helpers_off(sched_getcpu());
@@ -113,7 +110,8 @@ class Pool {
     // rule: where only the caller's CPU is allowed, helpers keep the process's mask.
 #ifdef __linux__
     void keep_helpers_off(int cpu) {
-        if (cpu < 0 || cpu == kept_off_ || cpu >= CPU_SETSIZE) return;
+        // A helper started since the last mask has its creator's mask: set everyone's again.
+        if (cpu < 0 || cpu >= CPU_SETSIZE || (cpu == kept_off_ && masked_ == helpers_.size())) return;
         if (!allowed_known_) {
             allowed_known_ = true;
             CPU_ZERO(&allowed_);
@@ -124,6 +122,7 @@ class Pool {
         if (CPU_COUNT(&mask) == 0) return;
         for (pthread_t h : helpers_) pthread_setaffinity_np(h, sizeof(mask), &mask);
         kept_off_ = cpu;
+        masked_ = helpers_.size();
     }
 #endif
 
@@ -161,7 +160,8 @@ class Pool {
 #ifdef __linux__  // CPU affinity is Linux's (glibc's pthread_setaffinity_np)
     cpu_set_t allowed_;  // the process's CPUs when the first call came
     bool allowed_known_ = false;
-    int kept_off_ = -1;  // the CPU the helpers' mask leaves out
+    int kept_off_ = -1;  // the CPU the helpers' mask leaves out ...
+    size_t masked_ = 0;  // ... for the first masked_ helpers
 #endif
     std::atomic<Job*> job_{nullptr};
     std::atomic<uint64_t> posted_{0};  // jobs so far: what helpers poll
