@@ -1,19 +1,20 @@
 """Wall time of the CPU rasterize forward and of its backward alone (torch.autograd.grad of
 the raster) on the peers' paper scene, each call after an untimed pause (the peers protocol's
-50 ms; 0 for back to back): median / best / p90 of 31 calls after 3 warm-ups. Run it with two
+50 ms; 0 for back to back): median / best / spread / p90 of 31 calls after 3 warm-ups. Run it with two
 builds in turn (bench/results/pool-2026-12-06.md).
 
     python bench/raster_pause_times.py 1 512 [PAUSE_S]      # batch, image size
 """
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import nl3dmm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+from pause_timing import describe, times_after_pauses  # noqa: E402
 from peer_scene import PeerScene  # noqa: E402
 
 batch, size = (int(a) for a in sys.argv[1:3])
@@ -35,14 +36,6 @@ def backward() -> None:
     torch.autograd.grad(rast, pos, grad, retain_graph=True)
 
 
-line = []
-for name, call in (("rasterize", forward), ("rasterize backward", backward)):
-    times = []
-    for i in range(34):
-        time.sleep(pause)
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    times = sorted(times[3:])
-    line.append(f"{name} median {times[15]:.2f} best {times[0]:.2f} p90 {times[27]:.2f} ms")
+line = [f"{name} {describe(times_after_pauses(call, 31, pause))} ms"
+        for name, call in (("rasterize", forward), ("rasterize backward", backward))]
 print(f"B={batch} {size}² pause {pause * 1e3:.0f} ms: " + " | ".join(line))

@@ -9,13 +9,12 @@ not the code: OMP_NUM_THREADS, GOMP_SPINCOUNT, OMP_WAIT_POLICY, a competing load
 """
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from paper_scene import Scene
+from pause_timing import describe, times_after_pauses
 import nl3dmm
 
 PAUSE = float(os.environ.get("PAUSE", "0.05"))
@@ -27,11 +26,5 @@ def rast():
     nl3dmm.rasterize(s.pos, s.tri, (224, 224), cull_backfaces=True, backend="cpu")
 out = {"threads": torch.get_num_threads(), "pause_s": PAUSE}
 for name, fn in (("rasterize", rast), ("fwd+bwd", fb)):
-    for _ in range(3): fn()
-    t = []
-    for _ in range(30):
-        time.sleep(PAUSE)
-        a = time.perf_counter(); fn(); t.append((time.perf_counter() - a) * 1e3)
-    med, best = statistics.median(t), min(t)
-    out[name] = f"median {med:.2f} best {best:.2f} spread {med/best:.2f} p90 {sorted(t)[26]:.2f}"
+    out[name] = describe(times_after_pauses(fn, 30, PAUSE))
 print(json.dumps(out))
