@@ -27,7 +27,7 @@ from .render_math import (CLIP_PLANES, EMPTY_KEY, MAX_CLIP_VERTICES, clip_distan
 from .runtime import cdiv, clip_triangle_tile, launch, pixel_block, triangle_tile
 
 _EMPTY = torch.iinfo(torch.int64).max
-INF = tl.constexpr(float("inf"))  # the filler _column takes the minimum over
+INF = tl.constexpr(float("inf"))  # the filler _slot takes the minimum over
 BIG = tl.constexpr(torch.iinfo(torch.int64).max)  # its integer counterpart
 
 
@@ -129,50 +129,49 @@ def _coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, he
 
 
 @triton.jit
-def _column(block, select, fill):
-    """The entry of each row of a (TRIS, 16) block where `select` holds, exactly (a minimum
-    over `fill` elsewhere, so -0.0 stays -0.0). Triton's own min combine, which the
-    interpreter runs as one numpy reduction (our combine functions it runs element by element:
-    50 s for a 72-triangle floor)."""
-    return tl.reduce(tl.where(select, block, fill), 1, tl.standard._elementwise_min)
+def _slot(block, select, fill):
+    """The entry of the (16,) block where `select` holds, exactly (a minimum over `fill`,
+    the type's largest value, elsewhere: -0.0 stays -0.0). Triton's own min combine, which
+    the interpreter runs as one numpy reduction (our combine functions it runs element by
+    element)."""
+    return tl.reduce(tl.where(select, block, fill), 0, tl.standard._elementwise_min)
 
 
 @triton.jit
-def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane, TRIS: tl.constexpr):
-    """One Sutherland-Hodgman step (clip_triangle's loop body) on each lane's polygon, a row of
-    the (TRIS, 16) blocks px_, py_, pz_, pw_ with n vertices: the clipped polygon and its size."""
-    m = tl.full((TRIS,), 0, tl.int32)
+def _clip_plane(px_, py_, pz_, pw_, n, slot, gx, gy, plane):
+    """One Sutherland-Hodgman step (clip_triangle's loop body) on a polygon of n vertices held
+    in the (16,) blocks px_, py_, pz_, pw_: the clipped polygon and its size. One-dimensional
+    blocks put one slot on a thread; (1, 16) ones were laid out whole in each thread and kept
+    in several copies across the plane loop (255 registers and spills on sm_90)."""
+    m = tl.full((), 0, tl.int32)
+    zero = tl.full((16,), 0.0, tl.float64)
     nx = zero
     ny = zero
     nz = zero
     nw = zero
-    # A convex polygon gains one vertex a plane, but rounding could add more: walk up to the
-    # block's largest polygon (at most 9), exactly as the C++ loop walks n.
-    largest = tl.reduce(n, 0, tl.standard._elementwise_max)
+    # A convex polygon gains one vertex a plane, but rounding could add more: walk its n
+    # vertices (at most 9), exactly as the C++ loop does.
     for i in range(MAX_CLIP_VERTICES):  # a loop, not unrolled: the compiler took > 20 min
-        if i < largest:
-            use = i < n
+        if i < n:
             j = tl.where(i + 1 == n, 0, i + 1)
-            sel_p = slot == i
-            sel_q = slot == j[:, None]
-            ax = _column(px_, sel_p, INF)
-            ay = _column(py_, sel_p, INF)
-            az = _column(pz_, sel_p, INF)
-            aw = _column(pw_, sel_p, INF)
-            bx = _column(px_, sel_q, INF)
-            by = _column(py_, sel_q, INF)
-            bz = _column(pz_, sel_q, INF)
-            bw = _column(pw_, sel_q, INF)
+            ax = _slot(px_, slot == i, INF)
+            ay = _slot(py_, slot == i, INF)
+            az = _slot(pz_, slot == i, INF)
+            aw = _slot(pw_, slot == i, INF)
+            bx = _slot(px_, slot == j, INF)
+            by = _slot(py_, slot == j, INF)
+            bz = _slot(pz_, slot == j, INF)
+            bw = _slot(pw_, slot == j, INF)
             da = clip_distance_of(ax, ay, az, aw, plane, gx, gy)
             db = clip_distance_of(bx, by, bz, bw, plane, gx, gy)
-            keep = use & (da >= 0.0) & (m < MAX_CLIP_VERTICES)
-            put = (slot == m[:, None]) & keep[:, None]
-            nx = tl.where(put, ax[:, None], nx)
-            ny = tl.where(put, ay[:, None], ny)
-            nz = tl.where(put, az[:, None], nz)
-            nw = tl.where(put, aw[:, None], nw)
+            keep = (da >= 0.0) & (m < MAX_CLIP_VERTICES)
+            put = tl.where(keep, slot == m, slot < 0)  # (the interpreter cannot & a scalar bool)
+            nx = tl.where(put, ax, nx)
+            ny = tl.where(put, ay, ny)
+            nz = tl.where(put, az, nz)
+            nw = tl.where(put, aw, nw)
             m += keep.to(tl.int32)
-            cross = use & ((da >= 0.0) != (db >= 0.0)) & (m < MAX_CLIP_VERTICES)
+            cross = ((da >= 0.0) != (db >= 0.0)) & (m < MAX_CLIP_VERTICES)
             # From the inside end (clip_edge), so shared edges are cut identically.
             first = da >= 0.0
             sx_ = tl.where(first, ax, bx)
@@ -186,22 +185,62 @@ def _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy, plane, TRIS: tl.const
             ds = tl.where(first, da, db)
             de = tl.where(first, db, da)
             s_ = ds / tl.where(cross, ds - de, 1.0)
-            put = (slot == m[:, None]) & cross[:, None]
-            nx = tl.where(put, (sx_ + s_ * (ex - sx_))[:, None], nx)
-            ny = tl.where(put, (sy_ + s_ * (ey - sy_))[:, None], ny)
-            nz = tl.where(put, (sz_ + s_ * (ez - sz_))[:, None], nz)
-            nw = tl.where(put, (sw_ + s_ * (ew - sw_))[:, None], nw)
+            put = tl.where(cross, slot == m, slot < 0)
+            nx = tl.where(put, sx_ + s_ * (ex - sx_), nx)
+            ny = tl.where(put, sy_ + s_ * (ey - sy_), ny)
+            nz = tl.where(put, sz_ + s_ * (ez - sz_), nz)
+            nw = tl.where(put, sw_ + s_ * (ew - sw_), nw)
             m += cross.to(tl.int32)
     return nx, ny, nz, nw, m
 
 
 @triton.jit
+def _clip_and_cover(pos_ptr, tri_ptr, zbuf_ptr, f, num_vertices, height, width,
+                    CULL: tl.constexpr, PIXELS: tl.constexpr):
+    """Triangle f of one image, which reaches outside the clip volume: Sutherland-Hodgman
+    against the six planes as render_math.h's clip_triangle, its polygon the 16 slots of four
+    (16,) blocks, then the fan (0, k, k + 1) z-tested under the original id, PIXELS pixels a
+    step."""
+    v0, v1, v2, live = _triangle_vertices(tri_ptr, f, f >= 0, num_vertices)
+    x0, y0, z0, w0, x1, y1, z1, w1, x2, y2, z2, w2 = _load_triangle(pos_ptr, v0, v1, v2, live)
+    gx, gy = guard_ratios(height, width)
+    slot = tl.arange(0, 16)
+    zero = tl.full((16,), 0.0, tl.float64)
+    px_ = tl.where(slot == 0, x0, tl.where(slot == 1, x1, tl.where(slot == 2, x2, zero)))
+    py_ = tl.where(slot == 0, y0, tl.where(slot == 1, y1, tl.where(slot == 2, y2, zero)))
+    pz_ = tl.where(slot == 0, z0, tl.where(slot == 1, z1, tl.where(slot == 2, z2, zero)))
+    pw_ = tl.where(slot == 0, w0, tl.where(slot == 1, w1, tl.where(slot == 2, w2, zero)))
+    n = tl.full((), 3, tl.int32)
+    for plane in range(CLIP_PLANES):
+        # A plane no polygon vertex is outside of changes nothing: skipped.
+        dist = clip_distance_of(px_, py_, pz_, pw_, plane, gx, gy)
+        if tl.reduce(((slot < n) & (dist < 0.0)).to(tl.int32), 0, tl.standard._elementwise_max) > 0:
+            px_, py_, pz_, pw_, n = _clip_plane(px_, py_, pz_, pw_, n, slot, gx, gy, plane)
+    # Unused slots hold w = 0: project_vertex marks them invalid without dividing.
+    _, _, dep, fxs, fys, ok = project_vertex(px_, py_, pz_, pw_, height, width)
+    draw = live & (tl.reduce(((slot < n) & ~ok).to(tl.int32), 0, tl.standard._elementwise_max) == 0)
+    # _cover takes a block of triangles: here a block of one.
+    one = tl.arange(0, 1)
+    t = f + one
+    fxa = _slot(fxs, slot == 0, BIG) + one
+    fya = _slot(fys, slot == 0, BIG) + one
+    da_ = _slot(dep, slot == 0, INF) + one
+    for k in range(1, MAX_CLIP_VERTICES - 1):
+        if draw & (k + 1 < n):  # fans the polygon does not have are skipped
+            _cover(fxa, fya, _slot(fxs, slot == k, BIG) + one, _slot(fys, slot == k, BIG) + one,
+                   _slot(fxs, slot == k + 1, BIG) + one, _slot(fys, slot == k + 1, BIG) + one,
+                   da_, _slot(dep, slot == k, INF) + one, _slot(dep, slot == k + 1, INF) + one,
+                   t, one == 0, zbuf_ptr, height, width, CULL, PIXELS)
+
+
+@triton.jit
 def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_triangles, height,
                              width, CULL: tl.constexpr, TRIS: tl.constexpr, PIXELS: tl.constexpr):
-    """Pass 1 for the triangles not inside the clip volume (the others are _coverage_kernel's):
-    Sutherland-Hodgman against the six planes as render_math.h's clip_triangle, each lane's
-    polygon a row of four (TRIS, 16) blocks, then the fan (0, k, k + 1) z-tested under the
-    original id. A block with no such triangle does nothing."""
+    """Pass 1 for the triangles not inside the clip volume (the others are _coverage_kernel's).
+    Program (i, b) tests triangles [i * TRIS, (i + 1) * TRIS) of image b, one per lane, then
+    clips and covers those that need it one at a time with the whole program (_clip_and_cover):
+    a polygon per lane held 2 x 64 float64 values per thread and spilled (255 registers on
+    sm_90), and a lane walked a screen-sized sub-triangle alone. Most blocks clip nothing."""
     b = tl.program_id(1).to(tl.int64)
     t = tl.program_id(0) * TRIS + tl.arange(0, TRIS)
     live = t < num_triangles
@@ -212,40 +251,12 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
     whole = (inside_clip_volume(x0, y0, z0, w0, height, width)
              & inside_clip_volume(x1, y1, z1, w1, height, width)
              & inside_clip_volume(x2, y2, z2, w2, height, width))
-    clip = live & ~whole
-    if tl.reduce(clip.to(tl.int32), 0, tl.standard._elementwise_max) > 0:
-        gx, gy = guard_ratios(height, width)
-        slot = tl.arange(0, 16)[None, :]
-        zero = tl.full((TRIS, 16), 0.0, tl.float64)
-        px_ = tl.where(slot == 0, x0[:, None], tl.where(slot == 1, x1[:, None], tl.where(slot == 2, x2[:, None], zero)))
-        py_ = tl.where(slot == 0, y0[:, None], tl.where(slot == 1, y1[:, None], tl.where(slot == 2, y2[:, None], zero)))
-        pz_ = tl.where(slot == 0, z0[:, None], tl.where(slot == 1, z1[:, None], tl.where(slot == 2, z2[:, None], zero)))
-        pw_ = tl.where(slot == 0, w0[:, None], tl.where(slot == 1, w1[:, None], tl.where(slot == 2, w2[:, None], zero)))
-        n = tl.full((TRIS,), 3, tl.int32)
-        for plane in range(CLIP_PLANES):
-            # Planes no polygon vertex of the block is outside of change nothing: skipped.
-            dist = clip_distance_of(px_, py_, pz_, pw_, plane, gx, gy)
-            outside = tl.reduce(((slot < n[:, None]) & (dist < 0.0)).to(tl.int32), 1,
-                                tl.standard._elementwise_max)
-            if tl.reduce(outside, 0, tl.standard._elementwise_max) > 0:
-                px_, py_, pz_, pw_, n = _clip_plane(px_, py_, pz_, pw_, n, slot, zero, gx, gy,
-                                                    plane, TRIS)
-        # Unused slots hold w = 0: project_vertex marks them invalid without dividing.
-        _, _, dep, fxs, fys, ok = project_vertex(px_, py_, pz_, pw_, height, width)
-        bad = tl.reduce(((slot < n[:, None]) & ~ok).to(tl.int32), 1, tl.standard._elementwise_max)
-        clip = clip & (bad == 0)
-        fxa = _column(fxs, slot == 0, BIG)
-        fya = _column(fys, slot == 0, BIG)
-        da_ = _column(dep, slot == 0, INF)
-        largest = tl.reduce(tl.where(clip, n, 0), 0, tl.standard._elementwise_max)
-        for k in range(1, MAX_CLIP_VERTICES - 1):
-            sel_b = slot == k
-            sel_c = slot == k + 1
-            if k + 1 < largest:  # fans no polygon of the block has are skipped
-                _cover(fxa, fya, _column(fxs, sel_b, BIG), _column(fys, sel_b, BIG),
-                       _column(fxs, sel_c, BIG), _column(fys, sel_c, BIG), da_,
-                       _column(dep, sel_b, INF), _column(dep, sel_c, INF), t,
-                       clip & (k + 1 < n), zbuf_ptr, height, width, CULL, PIXELS)
+    todo = tl.where(live & ~whole, t, num_triangles)
+    f = tl.reduce(todo, 0, tl.standard._elementwise_min)
+    while f < num_triangles:
+        _clip_and_cover(pos_ptr, tri_ptr, zbuf_ptr, f, num_vertices, height, width, CULL, PIXELS)
+        todo = tl.where(tl.program_id(0) * TRIS + tl.arange(0, TRIS) == f, num_triangles, todo)
+        f = tl.reduce(todo, 0, tl.standard._elementwise_min)
 
 
 @triton.jit

@@ -105,11 +105,13 @@ def triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
 
 
 def clip_triangle_tile(device: torch.device, num_triangles: int) -> tuple[int, int]:
-    """(triangles, pixels) per step of the clipped-triangle coverage kernel. Clipped triangles
-    are few and large (a sub-triangle can span the image), so the interpreter, which pays per
-    operation, walks them 1024 pixels a step; the GPU keeps triangle_tile's."""
-    tris, pixels = triangle_tile(device, num_triangles)
-    return tris, (pixels if device.type == "cuda" else 1024)
+    """(triangles, pixels) of the clipped-triangle coverage kernel: it tests triangle_tile's
+    block of triangles, one per lane, and clips and covers the few that need it one at a time,
+    walking their fans (a sub-triangle can span the image) PIXELS pixels a step: 128 on the
+    GPU (the program's threads), 1024 in the interpreter, which pays per operation."""
+    tris, _ = triangle_tile(device, num_triangles)
+    return tris, (GPU_WARPS * 32 if device.type == "cuda" else 1024)
+
 
 _POINTER_TYPES = {torch.float32: "*fp32", torch.float64: "*fp64", torch.int32: "*i32",
                   torch.int64: "*i64"}
