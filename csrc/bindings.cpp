@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cpu/render_cpu.h"
+#include "cpu/work_pool.h"
 #include "render_args.h"
 #include "render_args_fields.h"
 #include "render_math.h"
@@ -108,6 +109,12 @@ PYBIND11_MODULE(_C, m) {
         if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n));
         omp_set_num_threads(n);
     }, "Set OpenMP's max-threads setting, which the CPU kernels' pool follows (results do not depend on it).");
+
+    m.def("pool_counts", []() {
+        const nl3dmm::cpu::PoolCounts c = nl3dmm::cpu::pool_counts();
+        return py::make_tuple(c.team, c.pool);
+    }, "(team, pool): multi-threaded calls of the CPU kernels so far, on the caller's OpenMP team "
+       "(borrowed while its threads are running) and on the kernels' own pool.");
 
     m.def("raster_coverage", [](int64_t rast, int64_t out, int64_t pixels, bool f64) {
         if (pixels < 0) throw std::invalid_argument("raster_coverage: pixels must be >= 0, got " + std::to_string(pixels));

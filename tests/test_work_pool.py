@@ -31,11 +31,14 @@ def _build(tmp_path: Path, name: str, flags: list[str]) -> Path:
     return exe
 
 
-@pytest.mark.parametrize("variant,flags", [("plain", ["-O2"]), ("tsan", ["-O1", "-fsanitize=thread"])])
-@pytest.mark.parametrize("spin_us", ["0", "100000"])  # helpers asleep between calls / polling
-def test_stress_driver_every_chunk_once(tmp_path, variant, flags, spin_us):
+# Helpers asleep between calls / polling; on the pool only, or on OpenMP's team whenever it
+# can (libgomp is not built for ThreadSanitizer: the team runs plain only).
+@pytest.mark.parametrize("variant,flags,omp", [("plain", ["-O2"], "0"), ("plain", ["-O2"], "1"),
+                                               ("tsan", ["-O1", "-fsanitize=thread"], "0")])
+@pytest.mark.parametrize("spin_us", ["0", "100000"])
+def test_stress_driver_every_chunk_once(tmp_path, variant, flags, omp, spin_us):
     exe = _build(tmp_path, variant, flags)
-    env = {**os.environ, "OMP_NUM_THREADS": "4", "NL3DMM_POOL_SPIN_US": spin_us,
+    env = {**os.environ, "OMP_NUM_THREADS": "4", "NL3DMM_POOL_SPIN_US": spin_us, "NL3DMM_POOL_OMP": omp,
            "TSAN_OPTIONS": "halt_on_error=1 exitcode=66"}
     done = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.stdout + done.stderr)[-3000:]
@@ -181,12 +184,15 @@ print("ok")
 """
 
 
-def test_backward_gathers_beside_the_scatter_change_no_bit(seed):
+# The pool's helpers polling (so that they do take the gathers), or OpenMP's team on every call.
+@pytest.mark.parametrize("threads", [{"NL3DMM_POOL_SPIN_US": "100000", "NL3DMM_POOL_OMP": "0"},
+                                     {"NL3DMM_POOL_OMP": "1"}], ids=["pool", "team"])
+def test_backward_gathers_beside_the_scatter_change_no_bit(seed, threads):
     """With one image, a backward pass's serial scatter (to texels, vertices) runs while the
-    helpers take its per-pixel gathers (scatter_by_image). Helpers polling (so that they do
-    take them), every gradient of the fused and unfused chains, the mip-mapped lookup,
-    interpolate_derivatives and antialias is the same at 1, 2 and 7 threads."""
-    env = {**os.environ, "NL3DMM_POOL_SPIN_US": "100000"}
+    helpers take its per-pixel gathers (scatter_by_image). Every gradient of the fused and
+    unfused chains, the mip-mapped lookup, interpolate_derivatives and antialias is the same at
+    1, 2 and 7 threads, on the pool and on OpenMP's team."""
+    env = {**os.environ, **threads}
     done = subprocess.run([sys.executable, "-c", _OVERLAP_SCRIPT, str(seed), str(ROOT / "tests")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
@@ -245,8 +251,9 @@ print("ok")
 """
 
 
-def _run_script(script: str) -> None:
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+def _run_script(script: str, **env: str) -> None:
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.stdout + done.stderr)[-3000:]
 
 
@@ -255,10 +262,54 @@ def test_helpers_stay_off_the_callers_cpu():
     then took twice as long): after a call, every helper may run anywhere but there."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: nowhere else for a helper to run")
-    _run_script(_AFFINITY_SCRIPT)
+    _run_script(_AFFINITY_SCRIPT, NL3DMM_POOL_OMP="0")  # the pool's helpers, not OpenMP's team
 
 
 def test_a_process_on_one_cpu_keeps_its_mask():
     """Where only the caller's CPU is allowed (taskset), helpers keep the process's mask and
     the results are unchanged."""
-    _run_script(_ONE_CPU_SCRIPT)
+    _run_script(_ONE_CPU_SCRIPT, NL3DMM_POOL_OMP="0")
+
+
+_TEAM_SCRIPT = r"""
+import os, threading, time, torch, nl3dmm
+# Many vertices: the call's first loop (the finiteness check of pos) starts within
+# microseconds of torch's op, while torch's threads still poll.
+pos = torch.rand(1, 200000, 4) * 2 - 1
+pos[..., 3] = 1
+tri = torch.randint(0, 200000, (600, 3), dtype=torch.int32)
+want = nl3dmm.rasterize(pos, tri, (128, 128))  # starts OpenMP's team and the pool
+big = torch.ones(1 << 22)
+# Linux often wakes torch's thread onto the caller's CPU, where it waits while the caller runs
+# (then the kernels rightly leave it alone): here every other thread gets the other CPU.
+cpus = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpus[0]})
+for tid in os.listdir("/proc/self/task"):
+    if int(tid) != threading.get_native_id():
+        os.sched_setaffinity(int(tid), {cpus[1]})
+team = pool = 0
+for _ in range(50):
+    time.sleep(0.2)  # torch's threads asleep: the pool
+    before = nl3dmm.render.pool_counts()
+    assert torch.equal(nl3dmm.rasterize(pos, tri, (128, 128)), want)
+    pool += nl3dmm.render.pool_counts()[1] > before[1]
+    big.mul_(1.0)  # a parallel torch op: its threads poll for the next one
+    before = nl3dmm.render.pool_counts()
+    assert torch.equal(nl3dmm.rasterize(pos, tri, (128, 128)), want)
+    team += nl3dmm.render.pool_counts()[0] > before[0]
+    if team >= 3 and pool >= 3:
+        print("ok")
+        break
+else:
+    print("team", team, "pool", pool)
+"""
+
+
+def test_a_running_openmp_team_takes_the_call():
+    """Right after a parallel torch op, torch's OpenMP threads are still running (polling for
+    the next op): the kernels borrow them instead of waking their own pool, which would share
+    a core with them; after a pause they sleep, and the pool runs the call. Same bits either
+    way (the rasters are compared with the first). NL3DMM_POOL_OMP=0 makes it fail."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: no second thread to borrow")
+    _run_script(_TEAM_SCRIPT, OMP_NUM_THREADS="2")

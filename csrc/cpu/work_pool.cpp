@@ -4,11 +4,16 @@
 #include <omp.h>
 #include <pthread.h>
 #include <sched.h>
+#ifdef __linux__
+#include <time.h>
+#include <unistd.h>
+#endif
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -52,6 +57,8 @@ struct Job {
 
 thread_local bool in_task = false;
 
+std::atomic<int64_t> team_calls{0}, pool_calls{0};  // pool_counts()
+
 // A chunk that throws ends this thread's share; the others finish theirs and the caller
 // rethrows, so no thread is left running on a job that has gone out of scope.
 void drain(Job& job, int worker) {
@@ -65,6 +72,117 @@ void drain(Job& job, int worker) {
     in_task = false;
 }
 
+// torch's own OpenMP team (libgomp, which this library shares) polls for new work for ~10 ms
+// after each of torch's parallel ops before its threads sleep (GOMP_SPINCOUNT). A pool helper
+// woken in that window shares a core with a polling team thread: the forward+backward at 512²,
+// which starts right after torch copies its inputs, ran 18-21 ms instead of 13-16
+// (bench/results/pool-2026-12-06.md). While every thread of the caller's team is running, the
+// team is the better helper: it takes the chunks at once, and its end-of-region barrier waits
+// on no sleeping thread. When it sleeps, a region would wake it onto the caller's core (the
+// ~10 ms stall work_pool.h describes), so the pool runs the call. NL3DMM_POOL_OMP=0 never
+// uses the team, =1 always does (tests); unset, whether its threads are on a CPU decides.
+#ifdef __linux__
+int omp_policy() {
+    static const int policy = [] {
+        const char* env = std::getenv("NL3DMM_POOL_OMP");
+        return env == nullptr ? -1 : (std::strcmp(env, "0") == 0 ? 0 : 1);
+    }();
+    return policy;
+}
+
+const pid_t process_at_load = getpid();
+
+// The caller's team, as libgomp reuses it: threads 1..size-1 of a region of `size` threads,
+// and the first want-1 of them in a smaller region.
+struct OmpTeam {
+    int size = 0;
+    std::vector<clockid_t> threads;  // their CPU clocks
+    // A team seen idle stays idle while its threads' CPU clocks stand still (until torch's
+    // next parallel op): one clock read per thread, instead of the 10 us watch, tells. (A team
+    // seen running is watched again: under OMP_WAIT_POLICY=PASSIVE it sleeps as soon as a
+    // region ends.)
+    std::vector<int64_t> idle_at;  // their CPU clocks when last seen idle; empty: unknown
+};
+thread_local OmpTeam omp_team;
+
+// Whether threads are on a CPU now: their CPU clocks advance while we watch for kWatch. Their
+// /proc state says only "runnable" ('R'), which a thread queued behind other work is too (right
+// after a torch op, often behind the caller itself); a region on such a team ends at a barrier
+// that waits for it (fb at 224² under four busy threads: median 66-124 ms instead of 38-42).
+constexpr auto kWatch = std::chrono::microseconds(10);
+
+int64_t cpu_ns(clockid_t clock) {
+    timespec t;
+    if (clock_gettime(clock, &t) != 0) return -1;  // the thread has exited
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+// Whether the first n threads of the team are running; remembers a team seen idle. A thread
+// that has exited (libgomp replaced the team) makes the next call learn the team again.
+bool team_is_running(OmpTeam& team, int n) {
+    std::vector<int64_t> before(n);
+    bool unchanged = (int)team.idle_at.size() >= n;
+    for (int i = 0; i < n; ++i) {
+        if ((before[i] = cpu_ns(team.threads[i])) < 0) {
+            team.size = 0;
+            return false;
+        }
+        unchanged = unchanged && before[i] == team.idle_at[i];
+    }
+    if (unchanged) return false;
+    const auto start = Clock::now();
+    while (Clock::now() - start < kWatch) cpu_relax();
+    const int64_t watched = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    bool running = true;
+    for (int i = 0; i < n; ++i) {
+        const int64_t after = cpu_ns(team.threads[i]);
+        if (after < 0) {
+            team.size = 0;
+            return false;
+        }
+        if (after - before[i] == 0) {
+            team.idle_at.assign(before.begin(), before.end());
+            return false;
+        }
+        running = running && (after - before[i]) * 2 >= watched;
+    }
+    return running;
+}
+
+// Whether to run this call on the caller's OpenMP team. Learning the team's threads takes one
+// region (a one-off wake-up per calling thread and team size).
+bool use_omp_team(int want) {
+    const int policy = omp_policy();
+    if (policy == 0 || omp_in_parallel() || getpid() != process_at_load) return false;
+    const int size = omp_get_max_threads();
+    if (want > size) return false;
+    if (omp_team.size != size) {
+        std::vector<clockid_t> threads(size - 1, 0);
+        std::atomic<int> clocks{0};
+        int got = 0;
+#pragma omp parallel num_threads(size)
+        {
+            const int i = omp_get_thread_num();
+            if (i > 0 && pthread_getcpuclockid(pthread_self(), &threads[i - 1]) == 0) clocks.fetch_add(1);
+            if (i == 0) got = omp_get_num_threads();
+        }
+        omp_team.size = size;
+        omp_team.threads = got == size && clocks.load() == size - 1 ? threads : std::vector<clockid_t>();
+        omp_team.idle_at.clear();
+    }
+    if ((int)omp_team.threads.size() < want - 1) return false;
+    return policy == 1 || team_is_running(omp_team, want - 1);
+}
+
+void run_on_omp_team(int64_t chunks, const Task& task, int want) {
+    team_calls.fetch_add(1, std::memory_order_relaxed);
+    Job job{&task, chunks, want};
+#pragma omp parallel num_threads(want)
+    drain(job, omp_get_thread_num());
+    if (job.error) std::rethrow_exception(job.error);
+}
+#endif
+
 // No thread ever sleeps on a lock or condition while another works for it: a woken thread
 // can wait ~10 ms for a core (keep_helpers_off says why), longer than a whole kernel. The caller
 // publishes the job with atomics and, at the end, polls until the helpers inside it have left;
@@ -72,8 +190,18 @@ void drain(Job& job, int worker) {
 class Pool {
    public:
     void run(int64_t chunks, const Task& task, int want) {
+        if (want <= 1 || chunks <= 1 || in_task) {
+            for (int64_t c = 0; c < chunks; ++c) task(c, 0);
+            return;
+        }
+#ifdef __linux__
+        if (use_omp_team(want)) {
+            run_on_omp_team(chunks, task, want);
+            return;
+        }
+#endif
         std::unique_lock<std::mutex> one_call(call_mu_, std::try_to_lock);
-        if (want <= 1 || chunks <= 1 || in_task || !one_call.owns_lock()) {
+        if (!one_call.owns_lock()) {
             for (int64_t c = 0; c < chunks; ++c) task(c, 0);
             return;
         }
@@ -86,6 +214,7 @@ class Pool {
 #ifdef __linux__
         keep_helpers_off(sched_getcpu());
 #endif
+        pool_calls.fetch_add(1, std::memory_order_relaxed);
         Job job{&task, chunks, want};
         job_.store(&job);
         posted_.fetch_add(1);
@@ -190,6 +319,13 @@ Pool& the_pool() {
 }  // namespace
 
 int workers() { return omp_get_max_threads(); }
+
+PoolCounts pool_counts() {
+    PoolCounts c;
+    c.team = team_calls.load(std::memory_order_relaxed);
+    c.pool = pool_calls.load(std::memory_order_relaxed);
+    return c;
+}
 
 void run_chunks(int64_t chunks, const Task& task, int max_workers) {
     const int n = workers();

@@ -11,6 +11,12 @@
 // that was claimed is finished. A helper that wakes after the last chunk was claimed does
 // nothing, and nobody waits for it.
 //
+// One exception: right after one of torch's parallel ops, torch's OpenMP team (which this
+// library shares) polls for the next op for a few ms, and a helper woken then shares a core with
+// it. While every thread of that team is on a CPU, a call runs on the team instead, which
+// starts at once and has no sleeping thread for its closing barrier to wait on
+// (work_pool.cpp, use_omp_team).
+//
 // Chunks do not decide results: a kernel's output may not depend on which thread ran a chunk
 // or how many threads ran (see render_cpu.cpp's determinism note). `worker` (0 for the caller,
 // 1.. for helpers, below workers()) indexes per-thread scratch.
@@ -32,6 +38,14 @@ int workers();
 // chunks on the calling thread, in order.
 void run_chunks(int64_t chunks, const std::function<void(int64_t chunk, int worker)>& task,
                 int max_workers = 0);
+
+// Calls that ran on more than one thread since the process started: on the caller's OpenMP
+// team (which work_pool.cpp borrows while its threads are running) and on the pool's helpers.
+// For tests and diagnosis; counted relaxed.
+struct PoolCounts {
+    int64_t team = 0, pool = 0;
+};
+PoolCounts pool_counts();
 
 // Items per piece when [0, n) is cut into pieces: at least `grain`, and a few pieces per thread,
 // so a delayed thread's share is taken by the others.

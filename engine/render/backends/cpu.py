@@ -63,3 +63,13 @@ def set_num_threads(n: int) -> None:
     if _C is None:
         raise RuntimeError(_IMPORT_ERROR)
     _C.set_num_threads(int(n))
+
+
+def pool_counts() -> tuple[int, int]:
+    """(team, pool): calls of the CPU kernels so far that ran on more than one thread, on the
+    caller's OpenMP team (borrowed while torch's threads are still running after one of its
+    parallel ops) and on the kernels' own pool (csrc/cpu/work_pool.cpp says when which)."""
+    if _C is None:
+        raise RuntimeError(_IMPORT_ERROR)
+    team, pool = _C.pool_counts()
+    return int(team), int(pool)
