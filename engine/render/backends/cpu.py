@@ -1,5 +1,6 @@
-"""The C++ CPU backend (csrc/cpu, on its own thread pool: csrc/cpu/work_pool.h), reached
-through the pybind11 module nl3dmm._C.
+"""The C++ CPU backend (csrc/cpu, on its own thread pool, or on torch's OpenMP threads while
+they still run after a torch op: csrc/cpu/work_pool.h), reached through the pybind11 module
+nl3dmm._C.
 
 Allocation and launch are ExtensionBackend's (base.py); this class says where the kernels
 are and that they take CPU tensors.
