@@ -255,7 +255,7 @@ def _clipped_coverage_kernel(pos_ptr, tri_ptr, zbuf_ptr, num_vertices, num_trian
     f = tl.reduce(todo, 0, tl.standard._elementwise_min)
     while f < num_triangles:
         _clip_and_cover(pos_ptr, tri_ptr, zbuf_ptr, f, num_vertices, height, width, CULL, PIXELS)
-        todo = tl.where(tl.program_id(0) * TRIS + tl.arange(0, TRIS) == f, num_triangles, todo)
+        todo = tl.where(t == f, num_triangles, todo)
         f = tl.reduce(todo, 0, tl.standard._elementwise_min)
 
 
