@@ -155,7 +155,6 @@ bool use_omp_team(int want) {
     const int policy = omp_policy();
     if (policy == 0 || omp_in_parallel() || getpid() != process_at_load) return false;
     const int size = omp_get_max_threads();
-    if (want > size) return false;
     if (omp_team.size != size) {
         std::vector<clockid_t> threads(size - 1, 0);
         std::atomic<int> clocks{0};
@@ -170,7 +169,7 @@ bool use_omp_team(int want) {
         omp_team.threads = got == size && clocks.load() == size - 1 ? threads : std::vector<clockid_t>();
         omp_team.idle_at.clear();
     }
-    if ((int)omp_team.threads.size() < want - 1) return false;
+    if ((int)omp_team.threads.size() < want - 1) return false;  // also: want > size
     return policy == 1 || team_is_running(omp_team, want - 1);
 }
 
@@ -190,18 +189,15 @@ void run_on_omp_team(int64_t chunks, const Task& task, int want) {
 class Pool {
    public:
     void run(int64_t chunks, const Task& task, int want) {
-        if (want <= 1 || chunks <= 1 || in_task) {
-            for (int64_t c = 0; c < chunks; ++c) task(c, 0);
-            return;
-        }
+        const bool serial = want <= 1 || chunks <= 1 || in_task;
 #ifdef __linux__
-        if (use_omp_team(want)) {
+        if (!serial && use_omp_team(want)) {
             run_on_omp_team(chunks, task, want);
             return;
         }
 #endif
         std::unique_lock<std::mutex> one_call(call_mu_, std::try_to_lock);
-        if (!one_call.owns_lock()) {
+        if (serial || !one_call.owns_lock()) {
             for (int64_t c = 0; c < chunks; ++c) task(c, 0);
             return;
         }
