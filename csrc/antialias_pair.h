@@ -12,10 +12,11 @@
 //    must be a silhouette (topology: the third vertex across each edge, -1 for none) and at
 //    least as steep across the segment as along it (flatter edges are left to the pairs of the
 //    other direction), and the crossing t must lie within kAntialiasSlack of the segment;
-//  * a clipped front triangle (a vertex without a projection: w < kMinW or beyond the band)
-//    keeps at most one edge with both ends projected; only that edge is a candidate, and only
-//    where the segment crosses it out of the triangle (it may leave through a cut edge instead:
-//    cut edges are not blended). Sides of the edge use the homogeneous vertex there;
+//  * of a clipped front triangle (a vertex without a projection: w < kMinW or beyond the band)
+//    an edge to such a vertex is a candidate by its visible part (render_math.h visible_part:
+//    the part inside the clip volume, projected), a whole edge by itself; only where the
+//    segment crosses it out of the triangle (it may leave through a cut edge on a clip plane
+//    instead: cut edges are not blended). Sides of the edge use the homogeneous vertex there;
 //  * t is clamped to [0, 1]; t < 1/2 blends the front pixel towards the other one's colour by
 //    1/2 - t, t > 1/2 blends the other pixel towards the front colour by t - 1/2.
 #pragma once
@@ -66,42 +67,56 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
         return pair;
     }
     const T* v[3];
+    ClipVertex c[3];
     ScreenVertex s[3];
     for (int k = 0; k < 3; ++k) {
         v[k] = pos_b + (int64_t)corners[k] * 4;
+        c[k] = ClipVertex{(double)v[k][0], (double)v[k][1], (double)v[k][2], (double)v[k][3]};
         s[k] = project_vertex(v[k][0], v[k][1], v[k][2], v[k][3], H, W);
+    }
+    // Each edge's visible part (edge k: vertex k+1 -> k+2) by its screen ends: the whole edge
+    // where both vertices project; of an edge to a vertex without a projection, the part
+    // inside the clip volume (none: the edge is not a candidate).
+    double ex[3][2], ey[3][2];
+    bool usable[3];
+    for (int k = 0; k < 3; ++k) {
+        const int i = (k + 1) % 3, j = (k + 2) % 3;
+        usable[k] = s[i].valid && s[j].valid;
+        if (!usable[k]) {
+            usable[k] = visible_ends(c[i], c[j], H, W, ex[k], ey[k]);
+            continue;
+        }
+        ex[k][0] = s[i].x;
+        ey[k][0] = s[i].y;
+        ex[k][1] = s[j].x;
+        ey[k][1] = s[j].y;
     }
     const int front_row = row + (pair.front && down ? 1 : 0);
     const int front_col = col + (pair.front && !down ? 1 : 0);
     pair.ca = down ? front_row + 0.5 : front_col + 0.5;
     pair.cb = down ? front_col + 0.5 : front_row + 0.5;
     pair.step = pair.front ? -1.0 : 1.0;
-    double va[3], vb[3];
-    for (int k = 0; k < 3; ++k) {
-        va[k] = down ? s[k].y : s[k].x;
-        vb[k] = down ? s[k].x : s[k].y;
-    }
+    const double(&ea)[3][2] = down ? ey : ex;  // the ends in the pair's frame
+    const double(&eb)[3][2] = down ? ex : ey;
     int edge = -1;
     double t = 0.0;
     for (int k = 0; k < 3; ++k) {  // the straddling edge crossed farthest along the segment
-        const int i = (k + 1) % 3, j = (k + 2) % 3;
-        // Only edges whose ends both project: an edge to a vertex behind the eye or beyond the
-        // band is cut by clipping, and the polygon's edges there are not this line's whole.
-        if (!s[i].valid || !s[j].valid || !edge_straddles(vb[i], vb[j], pair.cb)) continue;
-        const double tk = crossing_distance(va[i], vb[i], va[j], vb[j], pair.ca, pair.cb, pair.step);
+        if (!usable[k] || !edge_straddles(eb[k][0], eb[k][1], pair.cb)) continue;
+        const double tk = crossing_distance(c[(k + 1) % 3], c[(k + 2) % 3], down, pair.ca, pair.cb,
+                                            pair.step, H, W);
         if (edge < 0 || tk > t) {
             edge = k;
             t = tk;
         }
     }
     if (edge < 0 || !(t >= -kAntialiasSlack && t <= 1.0 + kAntialiasSlack)) return pair;
-    const int i = (edge + 1) % 3, j = (edge + 2) % 3;
-    if (fabs(vb[j] - vb[i]) < fabs(va[j] - va[i])) return pair;  // the other direction's edge
-    const T* third = v[edge];  // of a clipped triangle, the vertex without a projection
-    const double own =
-        vertex_side(s[i].x, s[i].y, s[j].x, s[j].y, s[edge], third[0], third[1], third[3], H, W);
+    const double pa = ea[edge][0], pb = eb[edge][0], qa = ea[edge][1], qb = eb[edge][1];
+    if (fabs(qb - pb) < fabs(qa - pa)) return pair;  // the other direction's edge
+    const double px = ex[edge][0], py = ey[edge][0], qx = ex[edge][1], qy = ey[edge][1];
+    const T* third = v[edge];  // of a clipped triangle, maybe a vertex without a projection
+    const double own = vertex_side(px, py, qx, qy, s[edge], third[0], third[1], third[3], H, W);
     if (own == 0.0) return pair;
-    if (!leaves_across_edge(vb[i], vb[j], pair.step, down, own)) return pair;
+    if (!leaves_across_edge(pb, qb, pair.step, down, own)) return pair;
     const int32_t other = opposite[f * 3 + edge];
     if (other < -1 || other >= V) {
         report_status(status, kBadNeighbour);
@@ -111,7 +126,7 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     if (other >= 0) {  // a clipped neighbour's side comes from its homogeneous vertex
         const T* o = pos_b + (int64_t)other * 4;
         const ScreenVertex so = project_vertex(o[0], o[1], o[2], o[3], H, W);
-        side = vertex_side(s[i].x, s[i].y, s[j].x, s[j].y, so, o[0], o[1], o[3], H, W);
+        side = vertex_side(px, py, qx, qy, so, o[0], o[1], o[3], H, W);
     }
     if (!is_silhouette_edge(own, other >= 0, side)) return pair;
     pair.hit = true;

@@ -33,8 +33,12 @@
 
 #ifdef __CUDACC__
 #define NL_HD __host__ __device__ __forceinline__
+#define NL_HD_RARE NL_HD
 #else
 #define NL_HD inline
+// For a rarely taken path: kept out of line so that the common path around it stays small
+// enough for the compiler to inline what it calls (project_vertex, say).
+#define NL_HD_RARE __attribute__((noinline, cold)) inline
 #endif
 
 namespace nl3dmm {
@@ -409,41 +413,98 @@ constexpr double kAntialiasSlack = 0.0625;
 // counts on one side only and exactly two edges of a triangle cross it).
 NL_HD bool edge_straddles(double pb, double qb, double cb) { return (pb < cb) != (qb < cb); }
 
-// Signed distance t from the centre (ca, cb) along `step` (+1 or -1) to where the edge p -> q
-// crosses the line b = cb. The edge must straddle the line.
-NL_HD double crossing_distance(double pa, double pb, double qa, double qb, double ca, double cb,
-                               double step) {
-    const double m = (cb - pb) / (qb - pb);
-    return step * (pa + (qa - pa) * m - ca);
+// The part of edge p -> q inside the clip volume, as the fractions s0 < s1 of the way from p to
+// q where it starts and ends (Liang-Barsky against clip_triangle's planes); false when less than
+// a point of it is inside. Clipping keeps an edge's line, so the visible part of an edge to a
+// vertex behind the eye (or beyond the band) is a silhouette candidate like a whole edge.
+NL_HD bool visible_part(const ClipVertex& p, const ClipVertex& q, int height, int width, double& s0,
+                        double& s1) {
+    const double gx = guard_ratio(width), gy = guard_ratio(height);
+    s0 = 0.0;
+    s1 = 1.0;
+    for (int plane = 0; plane < kClipPlanes; ++plane) {
+        const double dp = clip_distance(p.x, p.y, p.z, p.w, plane, gx, gy);
+        const double dq = clip_distance(q.x, q.y, q.z, q.w, plane, gx, gy);
+        if (dp < 0.0 && dq < 0.0) return false;
+        const double s = dp < 0.0 || dq < 0.0 ? dp / (dp - dq) : 0.0;
+        if (dp < 0.0 && s > s0) s0 = s;
+        if (dq < 0.0 && s < s1) s1 = s;
+    }
+    return s0 < s1;
 }
 
-// Gradient of crossing_distance (times g_t) with respect to the clip coordinates of the edge's
-// endpoints p (grad[0]) and q (grad[1]), each (dx, dy, dz, dw); down: a vertical pair (a = y).
-// With m = (cb - pb) / (qb - pb) and slope = (qa - pa) / (qb - pb), the crossing
-// pa + (qa - pa) m moves by (1 - m, -(1 - m) slope) per unit of p's (a, b) and (m, -m slope) of q's.
+// The point a fraction s of the way from p to q: p and q themselves at s = 0 and s = 1.
+NL_HD ClipVertex point_along(const ClipVertex& p, const ClipVertex& q, double s) {
+    if (s == 0.0) return p;
+    if (s == 1.0) return q;
+    return ClipVertex{p.x + s * (q.x - p.x), p.y + s * (q.y - p.y), p.z + s * (q.z - p.z),
+                      p.w + s * (q.w - p.w)};
+}
+
+// The screen ends (x, y) of the visible part of edge p -> q, projected; false when less than a
+// point of it is inside the clip volume or an end has no projection (w < kMinW).
+NL_HD_RARE bool visible_ends(const ClipVertex& p, const ClipVertex& q, int height, int width, double x[2],
+                             double y[2]) {
+    double part[2];
+    if (!visible_part(p, q, height, width, part[0], part[1])) return false;
+    for (int e = 0; e < 2; ++e) {
+        const ClipVertex at = point_along(p, q, part[e]);
+        const ScreenVertex s = project_vertex(at.x, at.y, at.z, at.w, height, width);
+        if (!s.valid) return false;
+        x[e] = s.x;
+        y[e] = s.y;
+    }
+    return true;
+}
+
+// A clip vertex in 2D-homogeneous screen coordinates of the pair's frame, relative to the
+// centre (ca, cb): (a w - ca w, b w - cb w, w), screen a and b being (x_clip / w + 1) times half
+// the image's size along them. Relative to the centre, a short edge near it has small
+// coordinates, so the crossing below loses no precision to the edge's distance from the origin.
+struct FrameVertex {
+    double a, b, w;
+};
+
+NL_HD FrameVertex frame_vertex(const ClipVertex& v, bool down, double ca, double cb, int height, int width) {
+    const double sx = (v.x + v.w) * (0.5 * width), sy = (v.y + v.w) * (0.5 * height);
+    return down ? FrameVertex{sy - ca * v.w, sx - cb * v.w, v.w} : FrameVertex{sx - ca * v.w, sy - cb * v.w, v.w};
+}
+
+// Signed distance t from the centre (ca, cb) along `step` (+1 or -1) to where the screen line
+// of the edge p -> q crosses the line b = cb: t = step (Pb Qa - Pa Qb) / (Pb Qw - Pw Qb) of
+// their frame vertices (the line through two homogeneous points). The same line for any signs
+// of w, so an edge to a vertex behind the eye crosses where its visible part does, with no
+// far-away projected end in the arithmetic. The edge's visible part must straddle the line
+// (a zero denominator, a line parallel to it by rounding, gives a non-finite t: no blend).
+NL_HD double crossing_distance(const ClipVertex& p, const ClipVertex& q, bool down, double ca, double cb,
+                               double step, int height, int width) {
+    const FrameVertex P = frame_vertex(p, down, ca, cb, height, width);
+    const FrameVertex Q = frame_vertex(q, down, ca, cb, height, width);
+    return step * ((P.b * Q.a - P.a * Q.b) / (P.b * Q.w - P.w * Q.b));
+}
+
+// Gradient of crossing_distance (times g_t) with respect to the clip coordinates of p
+// (grad[0]) and q (grad[1]), each (dx, dy, dz, dw). With r = num / den (num = Pb Qa - Pa Qb,
+// den = Pb Qw - Pw Qb): d r / d (Pa, Pb, Pw) = (-Qb, Qa - r Qw, r Qb) / den and
+// d r / d (Qa, Qb, Qw) = (Pb, r Pw - Pa, -r Pb) / den; a frame coordinate moves by half the
+// image's size per unit of its clip coordinate, and by that minus the centre's per unit of w.
 NL_HD void crossing_distance_backward(const ClipVertex& p, const ClipVertex& q, bool down,
                                       double ca, double cb, double step, int height, int width,
                                       double g_t, double grad[2][4]) {
-    const ClipVertex* v[2] = {&p, &q};
-    double sa[2], sb[2], inv_w[2];
+    const FrameVertex P = frame_vertex(p, down, ca, cb, height, width);
+    const FrameVertex Q = frame_vertex(q, down, ca, cb, height, width);
+    const double den = P.b * Q.w - P.w * Q.b;
+    const double r = (P.b * Q.a - P.a * Q.b) / den;
+    const double g = step * g_t / den;
+    const double g_frame[2][3] = {{-Q.b * g, (Q.a - r * Q.w) * g, r * Q.b * g},
+                                  {P.b * g, (r * P.w - P.a) * g, -r * P.b * g}};
+    const double half_a = 0.5 * (down ? height : width), half_b = 0.5 * (down ? width : height);
     for (int k = 0; k < 2; ++k) {
-        inv_w[k] = 1.0 / v[k]->w;
-        const double sx = (v[k]->x * inv_w[k] + 1.0) * 0.5 * width;
-        const double sy = (v[k]->y * inv_w[k] + 1.0) * 0.5 * height;
-        sa[k] = down ? sy : sx;
-        sb[k] = down ? sx : sy;
-    }
-    const double m = (cb - sb[0]) / (sb[1] - sb[0]);
-    const double slope = (sa[1] - sa[0]) / (sb[1] - sb[0]);
-    const double g = step * g_t;
-    const double g_a[2] = {g * (1.0 - m), g * m};
-    const double g_b[2] = {-g * (1.0 - m) * slope, -g * m * slope};
-    for (int k = 0; k < 2; ++k) {
-        const double g_sx = down ? g_b[k] : g_a[k], g_sy = down ? g_a[k] : g_b[k];
-        grad[k][0] = g_sx * 0.5 * width * inv_w[k];
-        grad[k][1] = g_sy * 0.5 * height * inv_w[k];
+        const double g_a = g_frame[k][0] * half_a, g_b = g_frame[k][1] * half_b;
+        grad[k][0] = down ? g_b : g_a;
+        grad[k][1] = down ? g_a : g_b;
         grad[k][2] = 0.0;
-        grad[k][3] = -(grad[k][0] * v[k]->x + grad[k][1] * v[k]->y) * inv_w[k];
+        grad[k][3] = g_frame[k][2] + g_frame[k][0] * (half_a - ca) + g_frame[k][1] * (half_b - cb);
     }
 }
 

@@ -21,7 +21,7 @@ from . import fixed_sum
 from .fixed_sum import scatter_add
 from .render_math import (ANTIALIAS_SLACK, crossing_distance, crossing_distance_backward,
                           edge_straddles, leaves_across_edge, load_clip_vertex, project_vertex,
-                          vertex_side)
+                          vertex_side, visible_ends)
 from .runtime import cdiv, launch, pixel_block
 
 
@@ -69,23 +69,33 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     sx0, sy0, _, _, _, ok0 = project_vertex(x0, y0, z0, w0, height, width)
     sx1, sy1, _, _, _, ok1 = project_vertex(x1, y1, z1, w1, height, width)
     sx2, sy2, _, _, _, ok2 = project_vertex(x2, y2, z2, w2, height, width)
+    # Each edge's visible part by its screen ends (edge k: vertex k+1 -> k+2; the whole edge
+    # where both project), and whether it is a candidate at all.
+    ax0, ay0, bx0, by0, u0 = visible_ends(x1, y1, z1, w1, sx1, sy1, ok1, x2, y2, z2, w2, sx2, sy2,
+                                          ok2, height, width)
+    ax1, ay1, bx1, by1, u1 = visible_ends(x2, y2, z2, w2, sx2, sy2, ok2, x0, y0, z0, w0, sx0, sy0,
+                                          ok0, height, width)
+    ax2, ay2, bx2, by2, u2 = visible_ends(x0, y0, z0, w0, sx0, sy0, ok0, x1, y1, z1, w1, sx1, sy1,
+                                          ok1, height, width)
     if DOWN:
         ca = (row + tl.where(front == 1, 1, 0)).to(tl.float64) + 0.5
         cb = col.to(tl.float64) + 0.5
-        va0, va1, va2, vb0, vb1, vb2 = sy0, sy1, sy2, sx0, sx1, sx2
+        pa0, pa1, pa2, qa0, qa1, qa2 = ay0, ay1, ay2, by0, by1, by2
+        pb0, pb1, pb2, qb0, qb1, qb2 = ax0, ax1, ax2, bx0, bx1, bx2
     else:
         ca = (col + tl.where(front == 1, 1, 0)).to(tl.float64) + 0.5
         cb = row.to(tl.float64) + 0.5
-        va0, va1, va2, vb0, vb1, vb2 = sx0, sx1, sx2, sy0, sy1, sy2
+        pa0, pa1, pa2, qa0, qa1, qa2 = ax0, ax1, ax2, bx0, bx1, bx2
+        pb0, pb1, pb2, qb0, qb1, qb2 = ay0, ay1, ay2, by0, by1, by2
     step = tl.where(front == 1, -1.0, 1.0).to(tl.float64)
-    # The straddling edge crossed farthest along the segment (edge k: vertex k+1 -> k+2), of
-    # the edges whose ends both project (a clipped triangle's cut edges are not blended).
-    c0 = ok1 & ok2 & edge_straddles(vb1, vb2, cb)
-    c1 = ok2 & ok0 & edge_straddles(vb2, vb0, cb)
-    c2 = ok0 & ok1 & edge_straddles(vb0, vb1, cb)
-    t0 = crossing_distance(va1, vb1, va2, vb2, ca, cb, step, c0)
-    t1 = crossing_distance(va2, vb2, va0, vb0, ca, cb, step, c1)
-    t2 = crossing_distance(va0, vb0, va1, vb1, ca, cb, step, c2)
+    # The straddling edge crossed farthest along the segment, of the candidates (a clipped
+    # triangle's cut edges on the clip planes are not blended).
+    c0 = u0 & edge_straddles(pb0, qb0, cb)
+    c1 = u1 & edge_straddles(pb1, qb1, cb)
+    c2 = u2 & edge_straddles(pb2, qb2, cb)
+    t0 = crossing_distance(x1, y1, w1, x2, y2, w2, ca, cb, step, c0, height, width, DOWN)
+    t1 = crossing_distance(x2, y2, w2, x0, y0, w0, ca, cb, step, c1, height, width, DOWN)
+    t2 = crossing_distance(x0, y0, w0, x1, y1, w1, ca, cb, step, c2, height, width, DOWN)
     k = tl.where(c0, 0, -1)
     t = tl.where(c0, t0, 0.0)
     take = c1 & ((k < 0) | (t1 > t))
@@ -97,16 +107,17 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     active = active & (k >= 0) & (t >= -ANTIALIAS_SLACK) & (t <= 1.0 + ANTIALIAS_SLACK)
     ki = tl.where(k == 2, 0, k + 1)
     kj = tl.where(k == 0, 2, k - 1)
-    pa = _pick(ki, va0, va1, va2)
-    pb = _pick(ki, vb0, vb1, vb2)
-    qa = _pick(kj, va0, va1, va2)
-    qb = _pick(kj, vb0, vb1, vb2)
+    pa = _pick(k, pa0, pa1, pa2)
+    pb = _pick(k, pb0, pb1, pb2)
+    qa = _pick(k, qa0, qa1, qa2)
+    qb = _pick(k, qb0, qb1, qb2)
     active = active & (tl.abs(qb - pb) >= tl.abs(qa - pa))
-    psx = _pick(ki, sx0, sx1, sx2)
-    psy = _pick(ki, sy0, sy1, sy2)
-    qsx = _pick(kj, sx0, sx1, sx2)
-    qsy = _pick(kj, sy0, sy1, sy2)
-    # The third vertex; a clipped triangle's has no projection: its side from the homogeneous one.
+    psx = _pick(k, ax0, ax1, ax2)
+    psy = _pick(k, ay0, ay1, ay2)
+    qsx = _pick(k, bx0, bx1, bx2)
+    qsy = _pick(k, by0, by1, by2)
+    # The third vertex; a clipped triangle's may have no projection: its side from the
+    # homogeneous one.
     own = vertex_side(psx, psy, qsx, qsy, _pick(k, sx0, sx1, sx2), _pick(k, sy0, sy1, sy2),
                       _pick(k, ok0, ok1, ok2), _pick(k, x0, x1, x2), _pick(k, y0, y1, y2),
                       _pick(k, w0, w1, w2), height, width)

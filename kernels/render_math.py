@@ -412,11 +412,69 @@ def edge_straddles(pb, qb, cb):
 
 
 @triton.jit
-def crossing_distance(pa, pb, qa, qb, ca, cb, step, crosses):
-    """Distance from (ca, cb) along step (+-1) to where the edge crosses b = cb
-    (crossing_distance); lanes where it does not cross get a harmless value."""
-    m = (cb - pb) / tl.where(crosses, qb - pb, 1.0)
-    return step * (pa + (qa - pa) * m - ca)
+def visible_part(px, py, pz, pw, qx, qy, qz, qw, height, width):
+    """visible_part: (s0, s1, some), the fractions of the way from p to q where the part of the
+    edge inside the clip volume starts and ends; some: more than a point of it is inside."""
+    gx, gy = guard_ratios(height, width)
+    s0 = tl.full(px.shape, 0.0, tl.float64)
+    s1 = s0 + 1.0
+    some = s0 == 0.0
+    for plane in tl.static_range(6):
+        dp = clip_distance(px, py, pz, pw, plane, gx, gy)
+        dq = clip_distance(qx, qy, qz, qw, plane, gx, gy)
+        some = some & ((dp >= 0.0) | (dq >= 0.0))
+        cut = (dp < 0.0) | (dq < 0.0)
+        s = tl.where(cut, dp / tl.where(cut, dp - dq, 1.0), 0.0)
+        s0 = tl.where((dp < 0.0) & (s > s0), s, s0)
+        s1 = tl.where((dq < 0.0) & (s < s1), s, s1)
+    return s0, s1, some & (s0 < s1)
+
+
+@triton.jit
+def point_along(p, q, s):
+    """One coordinate of point_along: p + s (q - p), p and q themselves at s = 0 and 1."""
+    return tl.where(s == 0.0, p, tl.where(s == 1.0, q, p + s * (q - p)))
+
+
+@triton.jit
+def visible_ends(xi, yi, zi, wi, sxi, syi, oki, xj, yj, zj, wj, sxj, syj, okj, height, width):
+    """The screen ends (ax, ay, bx, by) of edge i -> j's visible part and whether it is a
+    candidate (antialias_pair.h analyse_pair): the projections sx, sy themselves where both
+    ends project (ok), else those of the part inside the clip volume."""
+    s0, s1, some = visible_part(xi, yi, zi, wi, xj, yj, zj, wj, height, width)
+    ax, ay, _, _, _, ok0 = project_vertex(point_along(xi, xj, s0), point_along(yi, yj, s0),
+                                          point_along(zi, zj, s0), point_along(wi, wj, s0),
+                                          height, width)
+    bx, by, _, _, _, ok1 = project_vertex(point_along(xi, xj, s1), point_along(yi, yj, s1),
+                                          point_along(zi, zj, s1), point_along(wi, wj, s1),
+                                          height, width)
+    whole = oki & okj
+    return (tl.where(whole, sxi, ax), tl.where(whole, syi, ay), tl.where(whole, sxj, bx),
+            tl.where(whole, syj, by), whole | (some & ok0 & ok1))
+
+
+@triton.jit
+def frame_vertex(x, y, w, ca, cb, height, width, DOWN: tl.constexpr):
+    """frame_vertex without its w: the clip vertex's 2D-homogeneous (a, b) in the pair's frame,
+    relative to the centre (ca, cb)."""
+    sx = (x + w) * (0.5 * width)
+    sy = (y + w) * (0.5 * height)
+    if DOWN:
+        fa, fb = sy - ca * w, sx - cb * w
+    else:
+        fa, fb = sx - ca * w, sy - cb * w
+    return fa, fb
+
+
+@triton.jit
+def crossing_distance(px, py, pw, qx, qy, qw, ca, cb, step, crosses, height, width,
+                      DOWN: tl.constexpr):
+    """crossing_distance: from (ca, cb) along step (+-1) to where the screen line of the edge
+    p -> q (clip x, y, w, any signs of w) crosses b = cb; lanes where it does not cross get a
+    harmless value."""
+    pa, pb = frame_vertex(px, py, pw, ca, cb, height, width, DOWN)
+    qa, qb = frame_vertex(qx, qy, qw, ca, cb, height, width, DOWN)
+    return step * ((pb * qa - pa * qb) / tl.where(crosses, pb * qw - pw * qb, 1.0))
 
 
 @triton.jit
@@ -424,34 +482,29 @@ def crossing_distance_backward(px, py, pw, qx, qy, qw, ca, cb, step, height, wid
                                DOWN: tl.constexpr):
     """Gradient of crossing_distance (times g_t) with respect to the edge's clip (x, y, w) of
     p and then q (crossing_distance_backward; z gets none)."""
-    inv_wp = 1.0 / pw
-    inv_wq = 1.0 / qw
-    sxp = (px * inv_wp + 1.0) * 0.5 * width
-    syp = (py * inv_wp + 1.0) * 0.5 * height
-    sxq = (qx * inv_wq + 1.0) * 0.5 * width
-    syq = (qy * inv_wq + 1.0) * 0.5 * height
+    pa, pb = frame_vertex(px, py, pw, ca, cb, height, width, DOWN)
+    qa, qb = frame_vertex(qx, qy, qw, ca, cb, height, width, DOWN)
+    den = pb * qw - pw * qb
+    r = (pb * qa - pa * qb) / den
+    g = step * g_t / den
+    g_pa = -qb * g
+    g_pb = (qa - r * qw) * g
+    g_pw = r * qb * g
+    g_qa = pb * g
+    g_qb = (r * pw - pa) * g
+    g_qw = -r * pb * g
     if DOWN:
-        sap, sbp, saq, sbq = syp, sxp, syq, sxq
+        half_a = 0.5 * height
+        half_b = 0.5 * width
     else:
-        sap, sbp, saq, sbq = sxp, syp, sxq, syq
-    m = (cb - sbp) / (sbq - sbp)
-    slope = (saq - sap) / (sbq - sbp)
-    g = step * g_t
-    ga_p = g * (1.0 - m)
-    ga_q = g * m
-    gb_p = -g * (1.0 - m) * slope
-    gb_q = -g * m * slope
+        half_a = 0.5 * width
+        half_b = 0.5 * height
+    gwp = g_pw + g_pa * (half_a - ca) + g_pb * (half_b - cb)
+    gwq = g_qw + g_qa * (half_a - ca) + g_qb * (half_b - cb)
     if DOWN:
-        gsx_p, gsy_p, gsx_q, gsy_q = gb_p, ga_p, gb_q, ga_q
+        return g_pb * half_b, g_pa * half_a, gwp, g_qb * half_b, g_qa * half_a, gwq
     else:
-        gsx_p, gsy_p, gsx_q, gsy_q = ga_p, gb_p, ga_q, gb_q
-    gxp = gsx_p * 0.5 * width * inv_wp
-    gyp = gsy_p * 0.5 * height * inv_wp
-    gxq = gsx_q * 0.5 * width * inv_wq
-    gyq = gsy_q * 0.5 * height * inv_wq
-    gwp = -(gxp * px + gyp * py) * inv_wp
-    gwq = -(gxq * qx + gyq * qy) * inv_wq
-    return gxp, gyp, gwp, gxq, gyq, gwq
+        return g_pa * half_a, g_pb * half_b, gwp, g_qa * half_a, g_qb * half_b, gwq
 
 
 @triton.jit

@@ -45,11 +45,12 @@ Limits
 * A vertex (or clipped polygon vertex) inside the clip volume with w below the smallest
   normal float32 (1.18e-38) drops its triangle in every dtype: its 1/w would overflow.
 * ``antialias`` blends a clipped front triangle (a vertex behind the eye or beyond 2^20 px,
-  which has no screen position) only at its edge whose two vertices both have one: clipping
-  keeps that edge's line, so it is blended like any other. The edges to the vertex without a
-  screen position are not blended, neither their visible part nor the polygon's new edges on
-  the clip planes (nvdiffrast has no such case: it projects a vertex behind the eye through
-  1/w like any other). Interior edges next to a clipped triangle are recognised as such.
+  which has no screen position) at the visible part of each of its edges: clipping keeps an
+  edge's line, so that part is blended like a whole edge, and its crossings come from the
+  line through the two homogeneous vertices (valid for any sign of w), so gradients reach the
+  vertex behind the eye. The polygon's new edges on the clip planes are not blended: they
+  are not edges of the mesh (nvdiffrast has no such case: it projects a vertex behind the eye
+  through 1/w like any other). Interior edges next to a clipped triangle are recognised as such.
 
 Validation
 ----------
@@ -376,7 +377,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
       on screen: `topology`), is at least as steep across the segment as along it (flatter edges
       are handled by the pairs of the other direction), and t lies within 1/16 pixel
       (ANTIALIAS_SLACK) of the segment; t is then clamped to [0, 1]. Of a clipped front
-      triangle only the edge whose two vertices both have a screen position is looked at, and
+      triangle the visible part of each edge is looked at (not the cuts on the clip planes),
       only where the segment leaves the triangle across it (see Limits at the top).
     * t < 1/2: the front pixel's colour moves towards the other's by 1/2 - t; t > 1/2: the
       other pixel's colour moves towards the front colour by t - 1/2 (a pixel is a unit box:

@@ -325,6 +325,42 @@ def sample_texture(tex: torch.Tensor, uv: torch.Tensor, boundary: str = "clamp")
     return out.to(tex.dtype)
 
 
+def _visible_part(p: torch.Tensor, q: torch.Tensor, height: int, width: int):
+    """render_math.h visible_part for edges p -> q (N, 4): (s0, s1, nonempty), the fractions of
+    the way from p to q where the part inside the clip volume starts and ends."""
+    gx, gy = GUARD_BAND / width, GUARD_BAND / height
+    s0, s1 = torch.zeros_like(p[:, 0]), torch.ones_like(p[:, 0])
+    some = torch.ones_like(s0, dtype=torch.bool)
+    for plane in range(CLIP_PLANES):
+        dp, dq = _clip_distance(p.unbind(-1), plane, gx, gy), _clip_distance(q.unbind(-1), plane, gx, gy)
+        cut = (dp < 0) != (dq < 0)
+        s = dp / torch.where(cut, dp - dq, torch.ones_like(dp))
+        some &= (dp >= 0) | (dq >= 0)
+        s0 = torch.where(cut & (dp < 0) & (s > s0), s, s0)
+        s1 = torch.where(cut & (dq < 0) & (s < s1), s, s1)
+    return s0, s1, some & (s0 < s1)
+
+
+def _point_along(p: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """render_math.h point_along: p + s (q - p), p and q themselves at s = 0 and 1."""
+    s = s.unsqueeze(-1)
+    return torch.where(s == 0, p, torch.where(s == 1, q, p + s * (q - p)))
+
+
+def _crossing_ratio(p: torch.Tensor, q: torch.Tensor, down: bool, ca: torch.Tensor, cb: torch.Tensor,
+                    crosses: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """render_math.h crossing_distance without its step: where the screen line of edges p -> q
+    (N, 4 clip vertices, any signs of w) crosses b = cb, relative to ca, from their
+    2D-homogeneous frame vertices relative to the centre (1 on lanes that do not cross)."""
+    def frame(v: torch.Tensor):
+        sx, sy = (v[:, 0] + v[:, 3]) * (0.5 * width), (v[:, 1] + v[:, 3]) * (0.5 * height)
+        a, b = (sy, sx) if down else (sx, sy)
+        return a - ca * v[:, 3], b - cb * v[:, 3], v[:, 3]
+    (pa, pb, pw), (qa, qb, qw) = frame(p), frame(q)
+    num = torch.where(crosses, pb * qa - pa * qb, torch.ones_like(pa))
+    return num / torch.where(crosses, pb * qw - pw * qb, torch.ones_like(pa))
+
+
 def _pair_sides(ids: torch.Tensor, down: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat pixel indices (within an image) of pixel 0 and pixel 1 of every pair of one direction."""
     _, H, W = ids.shape
@@ -355,19 +391,34 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     sx = (v[..., 0] * inv_w + 1.0) * 0.5 * W
     sy = (v[..., 1] * inv_w + 1.0) * 0.5 * H
     projected = (w.detach() >= MIN_W) & (sx.detach().abs() < GUARD_BAND) & (sy.detach().abs() < GUARD_BAND)
+    # Each edge's visible part (edge k: vertex k+1 -> k+2) by its projected ends: the whole edge
+    # where both vertices project, else the part inside the clip volume (render_math.h
+    # visible_part). ex, ey: (N, 3 edges, 2 ends) screen x and y, for the decisions only.
+    ex, ey, usable = [], [], []
+    vd, sxd, syd = v.detach(), sx.detach(), sy.detach()
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        whole = projected[:, i] & projected[:, j]
+        s0, s1, some = _visible_part(vd[:, i], vd[:, j], H, W)
+        cx, cy, ok = [], [], some
+        for s_end in (s0, s1):
+            csx, csy, _, _, cvalid = _screen(_point_along(vd[:, i], vd[:, j], s_end), H, W)
+            cx.append(csx)
+            cy.append(csy)
+            ok = ok & cvalid
+        ex.append(torch.stack([torch.where(whole, sxd[:, i], cx[0]), torch.where(whole, sxd[:, j], cx[1])], 1))
+        ey.append(torch.stack([torch.where(whole, syd[:, i], cy[0]), torch.where(whole, syd[:, j], cy[1])], 1))
+        usable.append(whole | ok)
+    ex, ey = torch.stack(ex, 1), torch.stack(ey, 1)
     front_pixel = torch.where(front == 1, pix1, pix0)
     row, col = (front_pixel // W).double(), (front_pixel % W).double()
     ca, cb = (row + 0.5, col + 0.5) if down else (col + 0.5, row + 0.5)
     step = torch.where(front == 1, -1.0, 1.0).double()
-    va, vb = (sy, sx) if down else (sx, sy)
+    ea, eb = (ey, ex) if down else (ex, ey)
     ts, straddle = [], []
     for k in range(3):
-        i, j = (k + 1) % 3, (k + 2) % 3
-        # Only edges whose ends both project (a clipped triangle's cut edges are not blended).
-        crosses = projected[:, i] & projected[:, j] & ((vb[:, i].detach() < cb) != (vb[:, j].detach() < cb))
-        denominator = torch.where(crosses, vb[:, j] - vb[:, i], torch.ones_like(cb))
-        m = (cb - vb[:, i]) / denominator
-        ts.append(step * (va[:, i] + (va[:, j] - va[:, i]) * m - ca))
+        crosses = usable[k] & ((eb[:, k, 0] < cb) != (eb[:, k, 1] < cb))
+        ts.append(step * _crossing_ratio(v[:, (k + 1) % 3], v[:, (k + 2) % 3], down, ca, cb, crosses, H, W))
         straddle.append(crosses)
     t_all, straddle_all = torch.stack(ts, 1), torch.stack(straddle, 1)
     ranked = torch.where(straddle_all, t_all.detach(), torch.full_like(t_all.detach(), -float("inf")))
@@ -376,21 +427,20 @@ def _antialias_pairs(rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor, t
     t = t_all.gather(1, edge.view(-1, 1)).squeeze(1)
     td = t.detach()
     ok &= (td >= -ANTIALIAS_SLACK) & (td <= 1.0 + ANTIALIAS_SLACK)
-    i, j = (edge + 1) % 3, (edge + 2) % 3
     rows_n = torch.arange(edge.numel(), device=edge.device)
 
-    def at(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return x.detach()[rows_n, k]
+    def end(x: torch.Tensor, e: int) -> torch.Tensor:
+        return x[rows_n, edge, e]
 
-    ok &= (at(vb, j) - at(vb, i)).abs() >= (at(va, j) - at(va, i)).abs()
-    px, py, qx, qy = at(sx, i), at(sy, i), at(sx, j), at(sy, j)
+    ok &= (end(eb, 1) - end(eb, 0)).abs() >= (end(ea, 1) - end(ea, 0)).abs()
+    px, py, qx, qy = end(ex, 0), end(ey, 0), end(ex, 1), end(ey, 1)
     # A clipped triangle's or neighbour's vertex without a projection: its side of the edge from
     # the homogeneous vertex (render_math.h vertex_side).
     own = _vertex_side(px, py, qx, qy, v.detach()[rows_n, edge], projected[rows_n, edge], H, W)
     ok &= own != 0.0
     # The segment must cross the edge out of the triangle (render_math.h leaves_across_edge):
-    # a clipped triangle's one whole edge may be where the segment enters it.
-    change = (step if down else -step) * (at(vb, j) - at(vb, i))
+    # a clipped triangle's edge may be where the segment enters it.
+    change = (step if down else -step) * (end(eb, 1) - end(eb, 0))
     ok &= torch.where(own > 0, change < 0, change > 0)
     other = topology.long()[f, edge]
     has_other = other >= 0
