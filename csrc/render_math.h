@@ -36,10 +36,11 @@
 #define NL_HD_RARE NL_HD
 #else
 #define NL_HD inline
-// For a rarely taken path: kept out of line so that the common path around it stays small
-// enough for the compiler to inline what it calls (project_vertex, say).
 #define NL_HD_RARE __attribute__((noinline, cold)) inline
 #endif
+// NL_HD_RARE: for a rarely taken path, kept out of line on the CPU so that the common path
+// around it stays small (inlined, the compiler stopped inlining project_vertex there). Inlined
+// on the GPU: out of line (__noinline__) took more registers and stack, not fewer.
 
 namespace nl3dmm {
 

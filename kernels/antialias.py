@@ -285,12 +285,20 @@ def _backward_kernel(color_ptr, rast_ptr, pos_ptr, tri_ptr, opp_ptr, grad_out_pt
         tl.store(grad_color_ptr + p * CHANNELS + c, g, mask=live)
 
 
+def block_size(device: torch.device, pixels: int) -> int:
+    """Pixels per program: on the GPU one per thread. The pair analysis is inlined up to six
+    times per pixel (four gathers and two vertex gradients in the last backward pass), and
+    with the clipped edges' visible parts at two pixels per thread that pass spilled on sm_90
+    (255 registers, 120 B of spills; bench/results/ptxas-sm90.md)."""
+    return pixel_block(device, pixels, per_thread=1)
+
+
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
               topology: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """color (B, H, W, C), rast (B, H, W, 4), pos (B, V, 4) of one dtype, tri and topology
     (F, 3) int32, all contiguous on one device; writes (B, H, W, C) into out and returns it."""
     B, H, W, C = color.shape
-    block = pixel_block(color.device, H * W)
+    block = block_size(color.device, H * W)
     launch(_forward_kernel, (cdiv(H * W, block), B), color.device, color, rast, pos, tri, topology,
            out, pos.shape[1], tri.shape[0], H, W, CHANNELS=C, BLOCK=block, enable_fp_fusion=False)
     return out
@@ -305,7 +313,7 @@ def antialias_backward(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tenso
     fixed_sum.check_term_count(2 * H * W)  # a pixel's two pairs give a vertex one term each
     meta, acc = fixed_sum.scratch(B * V * 4, color.device)
     grad_color = torch.empty_like(color)
-    block = pixel_block(color.device, H * W)
+    block = block_size(color.device, H * W)
     for p in fixed_sum.passes():
         launch(_backward_kernel, (cdiv(H * W, block), B), color.device, color, rast, pos, tri,
                topology, grad_out, meta, acc, grad_color, B * V * 4, V, tri.shape[0], H, W,

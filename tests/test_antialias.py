@@ -673,34 +673,6 @@ def test_triton_matches_cpu(seed, dtype, soup):
     assert err <= HOST_GRAD_TOL[dtype] * scale, err / scale
 
 
-@pytest.mark.slow
-def test_triton_kernels_compile_for_the_gpu():
-    """The interpreter never runs Triton's compiler: compile the three launches (forward, both
-    backward passes) for sm_90 at the GPU block size, float32, without a GPU. Slow: the pair
-    analysis is inlined 12 times in all and ptxas took 590 s of a loaded 2-core machine."""
-    require_triton()
-    from triton.runtime.jit import JITFunction
-
-    from nl3dmm.kernels import antialias as k_antialias
-    from nl3dmm.kernels import fixed_sum, runtime
-    if not isinstance(k_antialias._forward_kernel, JITFunction):
-        pytest.skip("TRITON_INTERPRET=1 is set: every kernel is an interpreted one")
-    color, rast, pos, tri = small_case()
-    topo = edge_opposites(tri)
-    H, W, C = color.shape[1:]
-    block = runtime.pixel_block(torch.device("cuda"), 10 ** 6)
-    launches = [(k_antialias._forward_kernel, (color, rast, pos, tri, topo, color, 3, 1, H, W),
-                 {"CHANNELS": C, "BLOCK": block, "enable_fp_fusion": False})]
-    meta, acc = fixed_sum.scratch(12, color.device)
-    for p in fixed_sum.PASSES:
-        launches.append((k_antialias._backward_kernel,
-                         (color, rast, pos, tri, topo, color, meta, acc, color, 12, 3, 1, H, W),
-                         {"CHANNELS": C, "BLOCK": block, "PASS": p, "enable_fp_fusion": False}))
-    for kernel, args, options in launches:
-        binary = runtime.compile_for_gpu(kernel, args, options, arch=90)
-        assert binary.asm.get("cubin"), kernel.__name__
-
-
 def write_picture(path: Path) -> None:
     """target | start | fitted without antialias | fitted with it, as a PNG."""
     from PIL import Image

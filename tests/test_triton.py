@@ -281,10 +281,10 @@ def test_kernels_compile_for_the_gpu():
     variants = {}
     for kernel, args, meta in static_checks.gpu_launch_variants():
         variants[(kernel, tuple(sorted(meta.items())))] = (kernel, args, meta)  # float64 last
-    assert len({kernel for kernel, _ in variants}) == 14, "expected all fourteen kernels"
+    assert len({kernel for kernel, _ in variants}) == 16, "expected all sixteen kernels"
     cuda = torch.device("cuda")
     for kernel, args, meta in variants.values():
-        if "BLOCK" in meta:  # texture_mip's backward takes one pixel per thread (no spills)
+        if "BLOCK" in meta:  # texture_mip and antialias take one pixel per thread (no spills)
             sizes = {runtime.pixel_block(cuda, 10**6, per_thread) for per_thread in (1, 2)}
             assert meta["BLOCK"] in sizes, "not a GPU block size"
         if "TRIS" in meta:

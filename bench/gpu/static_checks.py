@@ -115,11 +115,12 @@ def gpu_block_sizes() -> Iterator[None]:
     an interpreted run launches (and records) exactly the GPU path's variants."""
     import torch
 
-    from nl3dmm.kernels import derivatives, interpolate, rasterize, runtime, texture, texture_mip, textured
+    from nl3dmm.kernels import (antialias, derivatives, interpolate, rasterize, runtime, texture, texture_mip,
+                                textured)
 
     cuda = torch.device("cuda")
     saved = [(m, name, getattr(m, name)) for m in (rasterize, interpolate, texture, derivatives, texture_mip,
-                                                    textured)
+                                                    textured, antialias)
              for name in ("pixel_block", "triangle_tile", "clip_triangle_tile") if hasattr(m, name)]
     try:
         for module, name, _ in saved:
@@ -135,7 +136,7 @@ def gpu_launch_variants() -> list[tuple]:
     """(kernel, args, meta) of each distinct launch (kernel, constexprs, dtype) of a forward
     and backward through the ops at the GPU block sizes: float32 and float64, both cull
     settings (a triangle to clip in one), shared and batched attributes and textures, every boundary mode, bilinear and
-    mip-mapped (with uv's screen derivatives), and render_textured's fused pass. Recorded once
+    mip-mapped (with uv's screen derivatives), render_textured's fused pass and antialias. Recorded once
     per process (~13 s of interpreted launches); each caller gets its own list."""
     return list(_recorded_launch_variants())
 
@@ -145,10 +146,12 @@ def _recorded_launch_variants() -> tuple:
     import torch
 
     import nl3dmm
-    from nl3dmm.kernels import derivatives, interpolate, rasterize, texture, texture_mip, textured
+    from nl3dmm.kernels import (antialias, derivatives, interpolate, rasterize, texture, texture_mip,
+                                textured)
 
     launches: dict[tuple, tuple] = {}
-    originals = {m: m.launch for m in (rasterize, interpolate, texture, derivatives, texture_mip, textured)}
+    originals = {m: m.launch for m in (rasterize, interpolate, texture, derivatives, texture_mip, textured,
+                                       antialias)}
 
     def record(real):
         def launch(kernel, grid, device, *args, **meta):
@@ -191,6 +194,9 @@ def _recorded_launch_variants() -> tuple:
                         (4, 5), cull, background=torch.rand(2, 4, 5, 2, dtype=dtype, requires_grad=True),
                         mask=torch.rand(2, 4, 5, dtype=dtype, requires_grad=True), backend="triton")
                     loss = loss + image.sum()
+                    # antialias: its forward and both backward passes.
+                    colour = torch.rand(2, 4, 5, 2, dtype=dtype, requires_grad=True)
+                    loss = loss + nl3dmm.antialias(colour, rast, pos, tri, backend="triton").sum()
                     loss.backward()
     finally:
         for module, real in originals.items():
