@@ -386,12 +386,14 @@ def every_forward(drivers) -> dict:
     return backends
 
 
-def test_an_edge_to_a_vertex_behind_the_eye_blends_as_the_same_edge_to_one_in_front(drivers, seed):
-    """The visible part of an edge to a vertex behind the eye is blended along its line: the
-    triangle with corner 2 behind the eye and the one with corner 2 moved in front of the eye
-    onto that line (the ray from corner 0 away from corner 2's projection, past the image) draw
-    the same pixels and, on every backend, the same antialiased image; corner 1, whose edges
-    are whole in both, gets the same gradient. Random jitter of every corner, each run."""
+@pytest.mark.parametrize("corner", ["behind-the-eye", "beyond-the-band"])
+def test_an_edge_to_a_clipped_corner_blends_as_the_same_edge_to_one_in_front(drivers, seed, corner):
+    """The visible part of an edge to a vertex without a screen position is blended along its
+    line: the triangle with corner 2 behind the eye (or in front, but a million times farther
+    along the edge than the 2^20 px guard band) and the one with corner 2 moved in front of the
+    eye onto that line (the ray from corner 0 away from corner 2's projection, past the image)
+    draw the same pixels and, on every backend, the same antialiased image; corner 1, whose
+    edges are whole in both, gets the same gradient. Random jitter of every corner, each run."""
     H, W = 16, 18
     backends = every_forward(drivers)
     compared = 0
@@ -399,6 +401,8 @@ def test_an_edge_to_a_vertex_behind_the_eye_blends_as_the_same_edge_to_one_in_fr
         behind, tri = edge_to_a_vertex_behind_the_eye()
         behind = behind + (torch.rand_like(behind) - 0.5) * 0.1 * torch.tensor([1.0, 1.0, 0.0, 0.0])
         corner0, seen = behind[0, 0, :2], behind[0, 2, :2] / behind[0, 2, 3]
+        if corner == "beyond-the-band":  # the band is |x / w| <= 2^20 / W, about 6e4 here
+            behind[0, 2] = torch.cat([corner0 + 1e6 * (corner0 - seen), behind[0, 0, 2:]])
         in_front = behind.clone()
         in_front[0, 2] = torch.cat([corner0 + 1.5 * (corner0 - seen), behind[0, 0, 2:]])
         rasts = [nl3dmm.rasterize(p, tri, (H, W)) for p in (behind, in_front)]
@@ -408,7 +412,7 @@ def test_an_edge_to_a_vertex_behind_the_eye_blends_as_the_same_edge_to_one_in_fr
         for name, antialias in backends.items():
             out = [antialias(color, r, p, tri) for r, p in zip(rasts, (behind, in_front))]
             assert int((out[0] != color).any(-1).sum()) >= H, f"{name}: the silhouettes should blend"
-            assert_rel_close(out[0], out[1], 1e-12, f"{name}: behind the eye vs in front")
+            assert_rel_close(out[0], out[1], 1e-12, f"{name}: {corner} vs in front")
         grads = []
         for rast, p in zip(rasts, (behind, in_front)):
             q = p.clone().requires_grad_(True)
