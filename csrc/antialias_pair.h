@@ -68,11 +68,11 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     }
     const T* v[3];
     ClipVertex c[3];
-    ScreenVertex s[3];
+    ScreenPoint s[3];
     for (int k = 0; k < 3; ++k) {
         v[k] = pos_b + (int64_t)corners[k] * 4;
         c[k] = ClipVertex{(double)v[k][0], (double)v[k][1], (double)v[k][2], (double)v[k][3]};
-        s[k] = project_vertex(v[k][0], v[k][1], v[k][2], v[k][3], H, W);
+        s[k] = screen_point(c[k].x, c[k].y, c[k].w, H, W);
     }
     // Each edge's visible part (edge k: vertex k+1 -> k+2) by its screen ends: the whole edge
     // where both vertices project; of an edge to a vertex without a projection, the part
@@ -125,7 +125,7 @@ NL_HD AntialiasPair analyse_pair(const T* rast_b, const T* pos_b, const int32_t*
     double side = 0.0;
     if (other >= 0) {  // a clipped neighbour's side comes from its homogeneous vertex
         const T* o = pos_b + (int64_t)other * 4;
-        const ScreenVertex so = project_vertex(o[0], o[1], o[2], o[3], H, W);
+        const ScreenPoint so = screen_point(o[0], o[1], o[3], H, W);
         side = vertex_side(px, py, qx, qy, so, o[0], o[1], o[3], H, W);
     }
     if (!is_silhouette_edge(own, other >= 0, side)) return pair;

@@ -103,14 +103,31 @@ NL_HD int64_t floor_to_int(double x) {
     return i - (int64_t)(x < (double)i);
 }
 
+// Where a clip vertex lands on screen and whether it does (w >= kMinW, inside the band):
+// project_vertex's first half, all that the antialiasing analysis needs of a vertex.
+struct ScreenPoint {
+    double x, y, inv_w;
+    bool valid;
+};
+
+NL_HD ScreenPoint screen_point(double x, double y, double w, int height, int width) {
+    ScreenPoint p;
+    p.valid = w >= kMinW;
+    p.inv_w = p.valid ? 1.0 / w : 0.0;
+    p.x = (x * p.inv_w + 1.0) * 0.5 * width;
+    p.y = (y * p.inv_w + 1.0) * 0.5 * height;
+    p.valid = p.valid && fabs(p.x) < kGuardBandPixels && fabs(p.y) < kGuardBandPixels;
+    return p;
+}
+
 NL_HD ScreenVertex project_vertex(double x, double y, double z, double w, int height, int width) {
+    const ScreenPoint p = screen_point(x, y, w, height, width);
     ScreenVertex v;
-    v.valid = w >= kMinW;
-    v.inv_w = v.valid ? 1.0 / w : 0.0;
-    v.x = (x * v.inv_w + 1.0) * 0.5 * width;
-    v.y = (y * v.inv_w + 1.0) * 0.5 * height;
+    v.x = p.x;
+    v.y = p.y;
+    v.inv_w = p.inv_w;
+    v.valid = p.valid;
     v.depth = z * v.inv_w;
-    v.valid = v.valid && fabs(v.x) < kGuardBandPixels && fabs(v.y) < kGuardBandPixels;
     v.fx = v.valid ? floor_to_int(v.x * kSubpixelScale + 0.5) : 0;
     v.fy = v.valid ? floor_to_int(v.y * kSubpixelScale + 0.5) : 0;
     v.inside = inside_clip_volume(x, y, z, w, height, width);
@@ -450,7 +467,7 @@ NL_HD_RARE bool visible_ends(const ClipVertex& p, const ClipVertex& q, int heigh
     if (!visible_part(p, q, height, width, part[0], part[1])) return false;
     for (int e = 0; e < 2; ++e) {
         const ClipVertex at = point_along(p, q, part[e]);
-        const ScreenVertex s = project_vertex(at.x, at.y, at.z, at.w, height, width);
+        const ScreenPoint s = screen_point(at.x, at.y, at.w, height, width);
         if (!s.valid) return false;
         x[e] = s.x;
         y[e] = s.y;
@@ -521,7 +538,7 @@ NL_HD double homogeneous_side(double px, double py, double qx, double qy, double
 // The side of p -> q that a triangle with third vertex v (projected s; clip x, y, w) covers
 // next to the edge: edge_real of the projection where there is one, so unclipped triangles
 // decide on the same rounding as the rasterizer's geometry, the homogeneous form where not.
-NL_HD double vertex_side(double px, double py, double qx, double qy, const ScreenVertex& s, double x,
+NL_HD double vertex_side(double px, double py, double qx, double qy, const ScreenPoint& s, double x,
                          double y, double w, int height, int width) {
     return s.valid ? edge_real(px, py, qx, qy, s.x, s.y)
                    : homogeneous_side(px, py, qx, qy, x, y, w, height, width);
