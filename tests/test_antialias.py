@@ -7,9 +7,10 @@ the analytic vertex gradient); fitting a triangle to a target silhouette (conver
 antialias, stalls without); bad input; kernels that meet bad indices. Clipped front triangles
 (a vertex behind the eye) are in every part: a soup of them on every backend, the sweeps and
 finite differences along their whole edge and along the visible part of an edge to the vertex
-behind the eye (which blends as the same edge to a vertex in front, on every backend, and
-whose finite differences in that vertex match its gradient), and a sliver between the whole
-edge and the near plane that is blended across the edge and not across the cut.
+behind the eye (which blends as the same edge to a vertex in front, on every backend, as does
+an edge to a vertex beyond the guard band; finite differences in the vertex behind the eye
+match its gradient), and a sliver between the whole edge and the near plane that is blended
+across the edge and not across the cut.
 
 Tolerances (max-abs error relative to the largest reference value): float64 1e-12; float32
 1e-5 for the image and the colour gradient, 1e-4 for the vertex gradient (the project's). The
