@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 import compare  # noqa: E402
+from pause_timing import times_after_pauses  # noqa: E402
 from peer_nl3dmm import Ours  # noqa: E402
 from peer_scene import PeerScene  # noqa: E402
 
@@ -30,13 +32,7 @@ ROUNDS, WARMUP, PAUSE = 25, 2, 0.05
 
 def best_ms(fn, calls: int = 7, pause: float = PAUSE) -> float:
     """Best of `calls` calls, each after `pause` seconds (the protocol's: as in the rounds)."""
-    times = []
-    for _ in range(calls):
-        time.sleep(pause)
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    return min(times_after_pauses(fn, calls, pause, warmup=0))
 
 
 def matmul_of(target_ms: float):
