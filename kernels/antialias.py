@@ -20,7 +20,7 @@ import triton.language as tl
 from . import fixed_sum
 from .fixed_sum import scatter_add
 from .render_math import (ANTIALIAS_SLACK, crossing_distance, crossing_distance_backward,
-                          edge_straddles, leaves_across_edge, load_clip_vertex, project_vertex,
+                          edge_straddles, leaves_across_edge, load_clip_vertex, screen_point,
                           vertex_side, visible_ends)
 from .runtime import cdiv, launch, pixel_block
 
@@ -66,9 +66,9 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     x0, y0, z0, w0 = load_clip_vertex(pos_ptr + i0 * 4, active, -1.0, -1.0)
     x1, y1, z1, w1 = load_clip_vertex(pos_ptr + i1 * 4, active, 1.0, -1.0)
     x2, y2, z2, w2 = load_clip_vertex(pos_ptr + i2 * 4, active, -1.0, 1.0)
-    sx0, sy0, _, _, _, ok0 = project_vertex(x0, y0, z0, w0, height, width)
-    sx1, sy1, _, _, _, ok1 = project_vertex(x1, y1, z1, w1, height, width)
-    sx2, sy2, _, _, _, ok2 = project_vertex(x2, y2, z2, w2, height, width)
+    sx0, sy0, _, ok0 = screen_point(x0, y0, w0, height, width)
+    sx1, sy1, _, ok1 = screen_point(x1, y1, w1, height, width)
+    sx2, sy2, _, ok2 = screen_point(x2, y2, w2, height, width)
     # Each edge's visible part by its screen ends (edge k: vertex k+1 -> k+2; the whole edge
     # where both project), and whether it is a candidate at all.
     ax0, ay0, bx0, by0, u0 = visible_ends(x1, y1, z1, w1, sx1, sy1, ok1, x2, y2, z2, w2, sx2, sy2,
@@ -125,9 +125,9 @@ def _analyse_pair(rast_ptr, pos_ptr, tri_ptr, opp_ptr, row, col, live, num_verti
     other = tl.load(opp_ptr + f * 3 + tl.where(active, k, 0), mask=active, other=-1)
     active = active & (other >= -1) & (other < num_vertices)
     has_other = active & (other >= 0)
-    ox, oy, oz, ow = load_clip_vertex(pos_ptr + tl.where(has_other, other, 0).to(tl.int64) * 4,
+    ox, oy, _, ow = load_clip_vertex(pos_ptr + tl.where(has_other, other, 0).to(tl.int64) * 4,
                                       has_other, 0.0, 0.0)
-    osx, osy, _, _, _, ovalid = project_vertex(ox, oy, oz, ow, height, width)
+    osx, osy, _, ovalid = screen_point(ox, oy, ow, height, width)
     # A neighbour with a vertex behind the eye or beyond the band is drawn clipped: its side of
     # the edge comes from the homogeneous vertex instead of its projection.
     side = vertex_side(psx, psy, qsx, qsy, osx, osy, ovalid, ox, oy, ow, height, width)

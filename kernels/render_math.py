@@ -46,15 +46,23 @@ def floor_to_int(x):
 
 
 @triton.jit
-def project_vertex(x, y, z, w, height, width):
-    """Clip -> screen of float64 vertices: (sx, sy, depth, fx, fy, valid), fx, fy snapped to
-    1/256 pixel (int64). valid: w > 0 and inside the guard band (project_vertex)."""
+def screen_point(x, y, w, height, width):
+    """Where float64 clip vertices land on screen: (sx, sy, inv_w, valid), valid: w > 0 and
+    inside the guard band (screen_point: project_vertex's first half)."""
     valid = w >= MIN_W
     inv_w = tl.where(valid, 1.0 / tl.where(valid, w, 1.0), 0.0)
     sx = (x * inv_w + 1.0) * 0.5 * width
     sy = (y * inv_w + 1.0) * 0.5 * height
-    depth = z * inv_w
     valid = valid & (tl.abs(sx) < GUARD_BAND) & (tl.abs(sy) < GUARD_BAND)
+    return sx, sy, inv_w, valid
+
+
+@triton.jit
+def project_vertex(x, y, z, w, height, width):
+    """Clip -> screen of float64 vertices: (sx, sy, depth, fx, fy, valid), fx, fy snapped to
+    1/256 pixel (int64). valid: w > 0 and inside the guard band (project_vertex)."""
+    sx, sy, inv_w, valid = screen_point(x, y, w, height, width)
+    depth = z * inv_w
     # Invalid vertices are snapped from 0.0 so that no huge value meets the int conversion.
     fx = tl.where(valid, floor_to_int(tl.where(valid, sx, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
     fy = tl.where(valid, floor_to_int(tl.where(valid, sy, 0.0) * SUBPIXEL_SCALE + 0.5), 0)
@@ -442,12 +450,10 @@ def visible_ends(xi, yi, zi, wi, sxi, syi, oki, xj, yj, zj, wj, sxj, syj, okj, h
     candidate (antialias_pair.h analyse_pair): the projections sx, sy themselves where both
     ends project (ok), else those of the part inside the clip volume."""
     s0, s1, some = visible_part(xi, yi, zi, wi, xj, yj, zj, wj, height, width)
-    ax, ay, _, _, _, ok0 = project_vertex(point_along(xi, xj, s0), point_along(yi, yj, s0),
-                                          point_along(zi, zj, s0), point_along(wi, wj, s0),
-                                          height, width)
-    bx, by, _, _, _, ok1 = project_vertex(point_along(xi, xj, s1), point_along(yi, yj, s1),
-                                          point_along(zi, zj, s1), point_along(wi, wj, s1),
-                                          height, width)
+    ax, ay, _, ok0 = screen_point(point_along(xi, xj, s0), point_along(yi, yj, s0),
+                                  point_along(wi, wj, s0), height, width)
+    bx, by, _, ok1 = screen_point(point_along(xi, xj, s1), point_along(yi, yj, s1),
+                                  point_along(wi, wj, s1), height, width)
     whole = oki & okj
     return (tl.where(whole, sxi, ax), tl.where(whole, syi, ay), tl.where(whole, sxj, bx),
             tl.where(whole, syj, by), whole | (some & ok0 & ok1))
