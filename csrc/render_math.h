@@ -307,6 +307,14 @@ NL_HD void raster_clipped_triangle(const ClipVertex v[3], int height, int width,
     }
 }
 
+// A vertex's clip coordinate c (x or y; its w) as its screen coordinate relative to `centre`,
+// times w: (c + w) half - centre w, half being half the image's size along that axis. No 1/w,
+// so valid for any sign of w: the 2D-homogeneous form that the resolve, the antialiasing sides
+// and crossings share.
+NL_HD double homogeneous_offset(double c, double w, double half, double centre) {
+    return (c + w) * half - centre * w;
+}
+
 // ---- resolve: barycentrics and depth of the original triangle at a pixel -------------------
 // 2D-homogeneous (Olano-Greer) form, valid whatever the signs of w: with the vertices scaled
 // to screen units, X_k = (x_k + w_k) W / 2 (= screen x times w), and the pixel centre p,
@@ -338,8 +346,8 @@ NL_HD HomogeneousPixel homogeneous_pixel(const ClipVertex v[3], int row, int col
     h.hx = 0.5 * width;
     h.hy = 0.5 * height;
     for (int k = 0; k < 3; ++k) {
-        h.ax[k] = (v[k].x + v[k].w) * h.hx - h.px * v[k].w;
-        h.ay[k] = (v[k].y + v[k].w) * h.hy - h.py * v[k].w;
+        h.ax[k] = homogeneous_offset(v[k].x, v[k].w, h.hx, h.px);
+        h.ay[k] = homogeneous_offset(v[k].y, v[k].w, h.hy, h.py);
     }
     for (int k = 0; k < 3; ++k) {
         const int i = (k + 1) % 3, j = (k + 2) % 3;
@@ -371,8 +379,8 @@ NL_HD void resolve_pixel_backward(const ClipVertex v[3], int row, int col, int h
     const double px = col + 0.5, py = row + 0.5, hx = 0.5 * width, hy = 0.5 * height;
     double ax[3], ay[3], b[3];
     for (int k = 0; k < 3; ++k) {
-        ax[k] = (v[k].x + v[k].w) * hx - px * v[k].w;
-        ay[k] = (v[k].y + v[k].w) * hy - py * v[k].w;
+        ax[k] = homogeneous_offset(v[k].x, v[k].w, hx, px);
+        ay[k] = homogeneous_offset(v[k].y, v[k].w, hy, py);
     }
     for (int k = 0; k < 3; ++k) {
         const int i = (k + 1) % 3, j = (k + 2) % 3;
@@ -477,16 +485,17 @@ NL_HD_RARE bool visible_ends(const ClipVertex& p, const ClipVertex& q, int heigh
 }
 
 // A clip vertex in 2D-homogeneous screen coordinates of the pair's frame, relative to the
-// centre (ca, cb): (a w - ca w, b w - cb w, w), screen a and b being (x_clip / w + 1) times half
-// the image's size along them. Relative to the centre, a short edge near it has small
-// coordinates, so the crossing below loses no precision to the edge's distance from the origin.
+// centre (ca, cb): (homogeneous_offset along a, along b, w). Relative to the centre, a short
+// edge near it has small coordinates, so the crossing below loses no precision to the edge's
+// distance from the origin.
 struct FrameVertex {
     double a, b, w;
 };
 
 NL_HD FrameVertex frame_vertex(const ClipVertex& v, bool down, double ca, double cb, int height, int width) {
-    const double sx = (v.x + v.w) * (0.5 * width), sy = (v.y + v.w) * (0.5 * height);
-    return down ? FrameVertex{sy - ca * v.w, sx - cb * v.w, v.w} : FrameVertex{sx - ca * v.w, sy - cb * v.w, v.w};
+    const double half_x = 0.5 * width, half_y = 0.5 * height;
+    return down ? FrameVertex{homogeneous_offset(v.y, v.w, half_y, ca), homogeneous_offset(v.x, v.w, half_x, cb), v.w}
+                : FrameVertex{homogeneous_offset(v.x, v.w, half_x, ca), homogeneous_offset(v.y, v.w, half_y, cb), v.w};
 }
 
 // Signed distance t from the centre (ca, cb) along `step` (+1 or -1) to where the screen line
@@ -532,7 +541,8 @@ NL_HD void crossing_distance_backward(const ClipVertex& p, const ClipVertex& q, 
 // also for a vertex behind the eye (w < 0; that triangle is drawn clipped) or beyond the band.
 NL_HD double homogeneous_side(double px, double py, double qx, double qy, double x, double y,
                               double w, int height, int width) {
-    const double ox = (x + w) * (0.5 * width) - px * w, oy = (y + w) * (0.5 * height) - py * w;
+    const double ox = homogeneous_offset(x, w, 0.5 * width, px);
+    const double oy = homogeneous_offset(y, w, 0.5 * height, py);
     return (qx - px) * oy - (qy - py) * ox;
 }
 

@@ -218,17 +218,24 @@ def load_clip_vertex(vertex_ptr, active, dummy_x, dummy_y):
 
 
 @triton.jit
+def homogeneous_offset(c, w, half, centre):
+    """homogeneous_offset: a clip coordinate c (x or y) as its screen coordinate relative to
+    `centre`, times w: (c + w) half - centre w; valid for any sign of w."""
+    return (c + w) * half - centre * w
+
+
+@triton.jit
 def homogeneous_terms(x0, y0, w0, x1, y1, w1, x2, y2, w2, px, py, height, width):
     """a_k = (X_k - px w_k, Y_k - py w_k), X = (x + w) W / 2, and cross_k = cross(a_i, a_j)
     (homogeneous_pixel), float64: 9 values ax0, ax1, ax2, ay0, ay1, ay2, c0, c1, c2."""
     hx = 0.5 * width
     hy = 0.5 * height
-    ax0 = (x0 + w0) * hx - px * w0
-    ax1 = (x1 + w1) * hx - px * w1
-    ax2 = (x2 + w2) * hx - px * w2
-    ay0 = (y0 + w0) * hy - py * w0
-    ay1 = (y1 + w1) * hy - py * w1
-    ay2 = (y2 + w2) * hy - py * w2
+    ax0 = homogeneous_offset(x0, w0, hx, px)
+    ax1 = homogeneous_offset(x1, w1, hx, px)
+    ax2 = homogeneous_offset(x2, w2, hx, px)
+    ay0 = homogeneous_offset(y0, w0, hy, py)
+    ay1 = homogeneous_offset(y1, w1, hy, py)
+    ay2 = homogeneous_offset(y2, w2, hy, py)
     c0 = ax1 * ay2 - ay1 * ax2
     c1 = ax2 * ay0 - ay2 * ax0
     c2 = ax0 * ay1 - ay0 * ax1
@@ -463,12 +470,12 @@ def visible_ends(xi, yi, zi, wi, sxi, syi, oki, xj, yj, zj, wj, sxj, syj, okj, h
 def frame_vertex(x, y, w, ca, cb, height, width, DOWN: tl.constexpr):
     """frame_vertex without its w: the clip vertex's 2D-homogeneous (a, b) in the pair's frame,
     relative to the centre (ca, cb)."""
-    sx = (x + w) * (0.5 * width)
-    sy = (y + w) * (0.5 * height)
     if DOWN:
-        fa, fb = sy - ca * w, sx - cb * w
+        fa = homogeneous_offset(y, w, 0.5 * height, ca)
+        fb = homogeneous_offset(x, w, 0.5 * width, cb)
     else:
-        fa, fb = sx - ca * w, sy - cb * w
+        fa = homogeneous_offset(x, w, 0.5 * width, ca)
+        fb = homogeneous_offset(y, w, 0.5 * height, cb)
     return fa, fb
 
 
@@ -517,8 +524,8 @@ def crossing_distance_backward(px, py, pw, qx, qy, qw, ca, cb, step, height, wid
 def homogeneous_side(px, py, qx, qy, x, y, w, height, width):
     """homogeneous_side: which side of the screen line p -> q a neighbour's third vertex (clip
     x, y, w) lies on, w times edge(p, q, its projection), for any sign of w."""
-    ox = (x + w) * (0.5 * width) - px * w
-    oy = (y + w) * (0.5 * height) - py * w
+    ox = homogeneous_offset(x, w, 0.5 * width, px)
+    oy = homogeneous_offset(y, w, 0.5 * height, py)
     return (qx - px) * oy - (qy - py) * ox
 
 

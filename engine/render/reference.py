@@ -131,7 +131,7 @@ def _vertex_side(px, py, qx, qy, v: torch.Tensor, projected: torch.Tensor, H: in
     x, y, w = v[..., 0], v[..., 1], v[..., 3]
     inv_w = 1.0 / torch.where(projected, w, torch.ones_like(w))
     sx, sy = (x * inv_w + 1.0) * 0.5 * W, (y * inv_w + 1.0) * 0.5 * H
-    hx, hy = (x + w) * (0.5 * W) - px * w, (y + w) * (0.5 * H) - py * w
+    hx, hy = _homogeneous_offset(x, w, 0.5 * W, px), _homogeneous_offset(y, w, 0.5 * H, py)
     return torch.where(projected, _edge(px, py, qx, qy, sx, sy), (qx - px) * hy - (qy - py) * hx)
 
 
@@ -210,12 +210,18 @@ def triangle_ids(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
     return out.view(B, height, width)
 
 
+def _homogeneous_offset(c: torch.Tensor, w: torch.Tensor, half: float, centre) -> torch.Tensor:
+    """render_math.h homogeneous_offset: clip coordinate c as its screen coordinate relative to
+    `centre`, times w, (c + w) half - centre w; valid for any sign of w."""
+    return (c + w) * half - centre * w
+
+
 def _homogeneous_terms(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor, H: int, W: int):
     """a_k = (X_k - px w_k, Y_k - py w_k) with X = (x + w) W / 2, and cross_k = cross(a_i, a_j)
     (render_math.h homogeneous_pixel). v: (..., 3, 4) float64."""
     hx, hy = 0.5 * W, 0.5 * H
-    ax = [(v[..., k, 0] + v[..., k, 3]) * hx - px * v[..., k, 3] for k in range(3)]
-    ay = [(v[..., k, 1] + v[..., k, 3]) * hy - py * v[..., k, 3] for k in range(3)]
+    ax = [_homogeneous_offset(v[..., k, 0], v[..., k, 3], hx, px) for k in range(3)]
+    ay = [_homogeneous_offset(v[..., k, 1], v[..., k, 3], hy, py) for k in range(3)]
     cross = [ax[(k + 1) % 3] * ay[(k + 2) % 3] - ay[(k + 1) % 3] * ax[(k + 2) % 3] for k in range(3)]
     return ax, ay, cross
 
@@ -353,9 +359,10 @@ def _crossing_ratio(p: torch.Tensor, q: torch.Tensor, down: bool, ca: torch.Tens
     (N, 4 clip vertices, any signs of w) crosses b = cb, relative to ca, from their
     2D-homogeneous frame vertices relative to the centre (1 on lanes that do not cross)."""
     def frame(v: torch.Tensor):
-        sx, sy = (v[:, 0] + v[:, 3]) * (0.5 * width), (v[:, 1] + v[:, 3]) * (0.5 * height)
-        a, b = (sy, sx) if down else (sx, sy)
-        return a - ca * v[:, 3], b - cb * v[:, 3], v[:, 3]
+        x, y, w = v[:, 0], v[:, 1], v[:, 3]
+        if down:
+            return _homogeneous_offset(y, w, 0.5 * height, ca), _homogeneous_offset(x, w, 0.5 * width, cb), w
+        return _homogeneous_offset(x, w, 0.5 * width, ca), _homogeneous_offset(y, w, 0.5 * height, cb), w
     (pa, pb, pw), (qa, qb, qw) = frame(p), frame(q)
     num = torch.where(crosses, pb * qa - pa * qb, torch.ones_like(pa))
     return num / torch.where(crosses, pb * qw - pw * qb, torch.ones_like(pa))
