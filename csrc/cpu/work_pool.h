@@ -8,8 +8,8 @@
 // whichever thread the load delays (p90 40 ms for that rasterize;
 // bench/results/variance-2026-12-02.md). Our helpers are kept off the caller's CPU. Here the
 // caller starts on the chunks at once, helper threads join when they wake and take what is
-// left, and the call returns when every chunk that was claimed is finished. A helper that wakes after the last chunk was claimed does
-// nothing, and nobody waits for it.
+// left, and the call returns when every chunk that was claimed is finished. A helper that
+// wakes after the last chunk was claimed does nothing, and nobody waits for it.
 //
 // One exception: right after one of torch's parallel ops, torch's OpenMP team (which this
 // library shares) polls for the next op for a few ms, and a helper woken then shares a core with
